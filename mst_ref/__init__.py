@@ -1,0 +1,54 @@
+"""mst_ref: a pure-NumPy reference implementation of the Masked Spiking Transformer.
+
+The Masked Spiking Transformer (Wang et al., ICCV 2023) is a Swin-T-style vision transformer trained
+with QCFS activations and converted to a spiking network by replacing each activation with an
+integrate-and-fire neuron of the same threshold. mst_ref computes both the ANN and the SNN with NumPy
+(and Numba for the neuron scan), reads the published checkpoints without PyTorch, and is written to be
+read next to the paper.
+
+Dimension letters, used for shapes in every docstring and comment of the package:
+
+    T   time steps of the SNN (the leading axis of every spike train)
+    B   batch (images)
+    N   tokens (per window inside attention: N = Ws * Ws)
+    C   channels
+    nH  attention heads
+    hd  head dimension, hd = C / nH
+    Ws  window size (side of a square attention window)
+    L   QCFS quantization levels
+    lambda  the threshold of a QCFS site / IF neuron (its learned ``up``)
+
+A spike train is therefore ``(T, B, N, C)``; the ANN's activations are the same without T.
+
+Public names: :func:`qcfs`, :func:`clip_activation`, :func:`if_neuron`, :class:`IFState`, and (loaded on
+first use) ``MST``, ``MSTConfig`` and ``load_checkpoint``.
+"""
+
+import importlib
+
+from .neurons import IFState, if_neuron
+from .qcfs import clip_activation, qcfs
+
+__version__ = "0.1.0"
+
+__all__ = ["qcfs", "clip_activation", "if_neuron", "IFState"]
+
+# Names imported from their module on first access, so that `import mst_ref` stays light and works
+# whichever of these modules exist.
+_LAZY = {
+    "MST": "mst_ref.model",
+    "MSTConfig": "mst_ref.model",
+    "load_checkpoint": "mst_ref.checkpoint",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later look-ups skip __getattr__
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

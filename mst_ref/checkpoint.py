@@ -1,0 +1,308 @@
+"""Checkpoints: the official ``.pth`` files, mst_ref's ``.npz`` format, and ``.safetensors``.
+
+Every loader returns the same thing, ``(state, meta)``: ``state`` maps the official key names
+(MST_SPEC section 7, e.g. ``layers.0.blocks.1.attn.q_if.up``) to ndarrays, ``meta`` holds the plain
+data saved beside them (``config`` as a dict, ``epoch``, ``max_accuracy``, ...) and ``format``.
+
+- ``.pth`` / ``.pt`` / ``.pth.tar``: ``torch.save`` zip files, read by :mod:`mst_ref.torchzip`
+  without torch and without executing anything from the file. The official training script saves
+  ``{'model': state_dict, 'optimizer': ..., 'lr_scheduler': ..., 'max_accuracy': ..., 'scaler': ...,
+  'epoch': ..., 'config': yacs CfgNode}``; a bare state dict, or one with a ``module.`` prefix
+  (DataParallel), is read too. Entries holding tensors besides the model (optimizer moments) are dropped.
+- ``.npz``: mst_ref's own format. One array per key under its official name, plus ``__config__``:
+  the config as UTF-8 JSON in a uint8 array (a 0-d unicode array is accepted too). Read with
+  ``allow_pickle=False``: no code, no objects.
+- ``.safetensors``: through the optional ``safetensors`` package; the config is JSON in the metadata.
+"""
+import dataclasses
+import inspect
+import json
+import os
+import re
+import zipfile
+
+import numpy as np
+
+from mst_ref.safepickle import CheckpointError, brief
+from mst_ref.torchzip import FILE_ERRORS, bfloat16_to_float32, read_torch_checkpoint
+
+TORCH_SUFFIXES = (".pth", ".pt", ".tar", ".bin", ".ckpt")
+BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked", "relative_position_index",
+                   "attn_mask")                       # state entries that are not trained parameters
+SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4",
+                      "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}
+
+
+def checkpoint_format(path):
+    """'torch', 'npz' or 'safetensors', from the suffix, else from the first bytes of the file."""
+    name = os.fspath(path).lower()
+    if name.endswith(".npz"):
+        return "npz"
+    if name.endswith(".safetensors"):
+        return "safetensors"
+    if name.endswith(TORCH_SUFFIXES):
+        return "torch"
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{":          # u64 header length, then the JSON header
+        return "safetensors"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        return "npz" if names and all(n.endswith(".npy") for n in names) else "torch"
+    except FILE_ERRORS:
+        return "torch"                                # let the torch reader explain what it is
+
+
+def load_state_dict(path):
+    """Read a checkpoint of any supported format.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``.pth`` / ``.pt`` / ``.pth.tar`` (torch zip), ``.npz`` (mst_ref) or ``.safetensors``.
+
+    Returns
+    -------
+    state : dict[str, ndarray]
+        Official key names -> arrays (bfloat16 widened to float32, other dtypes as saved).
+    meta : dict
+        ``format``, ``config`` (a dict) where the file has one, and the checkpoint's other plain entries.
+    """
+    kind = checkpoint_format(path)
+    if kind == "npz":
+        return _read_npz(path)
+    if kind == "safetensors":
+        return _read_safetensors(path)
+    return _split_torch_checkpoint(read_torch_checkpoint(path), path)
+
+
+def _split_torch_checkpoint(obj, path):
+    """The top-level dict of a .pth -> (state, meta)."""
+    if isinstance(obj.get("model"), dict):
+        state, rest = obj["model"], {k: v for k, v in obj.items() if k != "model"}
+    elif obj and all(isinstance(v, np.ndarray) for v in obj.values()):
+        state, rest = obj, {}
+    else:
+        keys = ", ".join(brief(k) for k in list(obj)[:8])
+        raise CheckpointError(f"{path}: no state dict found; top-level keys are {keys}; expected a 'model' "
+                              "entry or a dict of tensors")
+    bad = [k for k, v in state.items() if type(k) is not str or not isinstance(v, np.ndarray)]
+    if bad:
+        raise CheckpointError(f"{path}: state dict entry {brief(bad[0])} is not a named tensor")
+    # DataParallel / DistributedDataParallel save every key as 'module.<key>'
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    meta = {"format": "torch"}
+    meta.update({k: v for k, v in rest.items() if type(k) is str and not _holds_arrays(v)})
+    return state, meta
+
+
+def _holds_arrays(obj):
+    items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
+    return isinstance(obj, np.ndarray) or any(_holds_arrays(v) for v in items)
+
+
+def _read_npz(path):
+    try:
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise CheckpointError(f"{path} holds a single array; expected an .npz archive of named arrays")
+        with npz:
+            state = {name: npz[name] for name in npz.files}
+    except CheckpointError:
+        raise
+    except FILE_ERRORS as e:
+        raise CheckpointError(f"{path}: cannot read this .npz ({type(e).__name__}: {e})") from e
+    meta = {"format": "npz"}
+    if "__config__" in state:
+        meta["config"] = _parse_config(state.pop("__config__"), path)
+    return state, meta
+
+
+def _parse_config(array, path):
+    """__config__: UTF-8 JSON as a uint8 array, or a 0-d unicode array -> dict."""
+    try:
+        if array.dtype == np.uint8 and array.ndim == 1:
+            text = array.tobytes().decode("utf-8")
+        elif array.dtype.kind == "U" and array.ndim == 0:
+            text = str(array[()])
+        else:
+            raise CheckpointError(f"{path}: __config__ must be uint8 JSON bytes or a 0-d string; "
+                                  f"got {array.dtype} of shape {array.shape}")
+        return json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{path}: __config__ is not valid UTF-8 JSON ({e})") from e
+
+
+def _import_safetensors(path):
+    try:
+        import safetensors
+        import safetensors.numpy
+    except ImportError as e:
+        raise CheckpointError(f"{path}: reading or writing .safetensors needs the optional safetensors "
+                              "package: pip install safetensors") from e
+    return safetensors
+
+
+def _read_safetensors(path):
+    safetensors = _import_safetensors(path)
+    try:
+        with safetensors.safe_open(os.fspath(path), framework="np") as f:
+            metadata = f.metadata() or {}
+        try:
+            state = safetensors.numpy.load_file(os.fspath(path))
+        except TypeError:           # a dtype NumPy lacks (bfloat16): decode the raw bytes here
+            with open(path, "rb") as f:
+                specs = safetensors.deserialize(f.read())    # [(name, {dtype, shape, data}), ...]
+            state = {name: _decode_safetensor(name, spec) for name, spec in specs}
+        meta = {"format": "safetensors"}
+        if "config" in metadata:
+            meta["config"] = json.loads(metadata["config"])
+    except CheckpointError:
+        raise
+    except (safetensors.SafetensorError, *FILE_ERRORS) as e:
+        raise CheckpointError(f"{path}: cannot read this .safetensors file ({type(e).__name__}: {e})") from e
+    return state, meta
+
+
+def _decode_safetensor(name, spec):
+    raw, dtype = bytes(spec["data"]), spec["dtype"]
+    if dtype == "BF16":
+        flat = bfloat16_to_float32(np.frombuffer(raw, dtype="<u2"))
+    elif dtype in SAFETENSORS_DTYPES:           # little-endian on disk -> native
+        wire = np.dtype(SAFETENSORS_DTYPES[dtype])
+        flat = np.frombuffer(raw, dtype=wire).astype(wire.newbyteorder("="))
+    else:
+        raise CheckpointError(f"tensor {name} has dtype {dtype}, which mst_ref does not read")
+    return flat.reshape(spec["shape"])
+
+
+def _checked_arrays(state):
+    arrays = {}
+    for name, value in state.items():
+        if type(name) is not str or name == "__config__" or not isinstance(value, np.ndarray):
+            raise ValueError(f"state must map key names to ndarrays; got {name!r}: {type(value).__name__}")
+        if value.dtype.kind not in "biuf":
+            raise ValueError(f"{name} has dtype {value.dtype}; only bool, integer and float arrays are saved")
+        arrays[name] = value if value.flags.c_contiguous else value.copy(order="C")   # keeps 0-d as 0-d
+    return arrays
+
+
+def _to_json(config):
+    """JSON text of a config; tuples become lists, sets sorted lists, anything else its str()."""
+    def fallback(obj):
+        return sorted(obj, key=str) if isinstance(obj, (set, frozenset)) else str(obj)
+    return json.dumps(config, default=fallback, sort_keys=True)
+
+
+def save_npz(path, state, config=None):
+    """Write ``state`` (and ``config`` as JSON under ``__config__``) as an uncompressed .npz.
+
+    Writes the archive directly (as ``np.savez`` does) so the name is kept as given and arrays are
+    stored with ``allow_pickle=False``.
+    """
+    arrays = _checked_arrays(state)
+    if config is not None:
+        arrays["__config__"] = np.frombuffer(_to_json(config).encode("utf-8"), dtype=np.uint8)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            with archive.open(name + ".npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, array, allow_pickle=False)
+
+
+def save_safetensors(path, state, config=None):
+    """Write ``state`` as .safetensors, ``config`` as JSON in the metadata (``pip install safetensors``)."""
+    safetensors = _import_safetensors(path)
+    metadata = {"format": "mst_ref"}
+    if config is not None:
+        metadata["config"] = _to_json(config)
+    safetensors.numpy.save_file(_checked_arrays(state), os.fspath(path), metadata=metadata)
+
+
+def _lookup(config, *keys):
+    for key in keys:
+        config = config.get(key) if isinstance(config, dict) else None
+    return config
+
+
+def config_img_size(config):
+    """Image size from a config: ours ``img_size``, official yacs ``DATA.IMG_SIZE``; None if absent."""
+    for size in (_lookup(config, "img_size"), _lookup(config, "DATA", "IMG_SIZE")):
+        if isinstance(size, (list, tuple)) and len(size) == 2 and size[0] == size[1]:
+            size = size[0]                            # (H, W) with H = W
+        if _positive_int(size):
+            return size
+    return None
+
+
+def config_mask_ratio(config, depth=0):
+    """Masking ratio p from a config: ours ``mask_ratio``, official ``MODEL.MST.MASKING_RATIO``, else
+    the first key (depth first) matching MASK...RATIO; None if absent. Only numbers in [0, 1] count."""
+    found = [_lookup(config, "mask_ratio"), _lookup(config, "MODEL", "MST", "MASKING_RATIO")]
+    if isinstance(config, dict) and depth < 8:
+        found += [config_mask_ratio(v, depth + 1) if isinstance(v, dict) else v for k, v in config.items()
+                  if isinstance(v, dict) or re.search("mask.*ratio", str(k), re.I)]
+    ratios = [float(p) for p in found if type(p) in (int, float) and 0 <= p <= 1]
+    return ratios[0] if ratios else None
+
+
+def _positive_int(v):
+    return type(v) is int and v > 0
+
+
+def load_checkpoint(path, img_size=None, dtype=np.float32):
+    """Load a checkpoint into an :class:`mst_ref.model.MST`.
+
+    ``img_size`` defaults to the checkpoint's config (``DATA.IMG_SIZE`` / ``img_size``); the model
+    raises ValueError when it is neither given nor inferable from ``attn_mask``. ``qcfs_levels`` (L,
+    not visible in the shapes) comes from our config where present, else the model's default (16).
+    The ratio p the model was trained with (a model trained with p is run with p) is kept as
+    ``model.trained_mask_ratio`` and ``model.config.mask_ratio``.
+    """
+    from mst_ref.model import MST      # imported here: the model module does not depend on this one
+
+    state, meta = load_state_dict(path)
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    options = {}
+    levels = config.get("qcfs_levels")
+    if _positive_int(levels) and "qcfs_levels" in inspect.signature(MST.from_state_dict).parameters:
+        options["qcfs_levels"] = levels
+    model = MST.from_state_dict(state, img_size=img_size or config_img_size(config), dtype=dtype, **options)
+    ratio = config_mask_ratio(config)
+    if ratio is not None:
+        model.trained_mask_ratio = ratio
+        if dataclasses.is_dataclass(model.config) and hasattr(model.config, "mask_ratio"):
+            model.config = dataclasses.replace(model.config, mask_ratio=ratio)
+    return model
+
+
+def describe_checkpoint(path, img_size=None):
+    """Summary of a checkpoint for ``mst-ref inspect``: a JSON-friendly dict; no model is built.
+
+    The architecture is :func:`mst_ref.layout.infer_config` of the shapes (None, with the reason
+    under ``architecture_error``, when the state dict is not an MST one).
+    """
+    from mst_ref.layout import infer_config
+
+    state, meta = load_state_dict(path)
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    thresholds = {k[: -len(".up")]: float(v.reshape(-1)[0]) for k, v in state.items()
+                  if k.endswith(".up") and v.size == 1}
+    dtypes = {}
+    for v in state.values():
+        dtypes[str(v.dtype)] = dtypes.get(str(v.dtype), 0) + 1
+    try:
+        architecture = dataclasses.asdict(infer_config(state, img_size or config_img_size(config)))
+        error = None
+    except ValueError as e:
+        architecture, error = None, str(e)
+    return {
+        "path": os.fspath(path), "format": meta["format"], "num_keys": len(state),
+        "num_parameters": int(sum(v.size for k, v in state.items() if not k.endswith(BUFFER_SUFFIXES))),
+        "num_thresholds": len(thresholds), "thresholds": thresholds, "dtypes": dtypes,
+        "mlp_variant": "imagenet" if any(".mlp.norm1." in k for k in state) else "no MLP BatchNorm",
+        "mask_ratio": config_mask_ratio(config), "architecture": architecture, "architecture_error": error,
+        "config": meta.get("config"),
+        "meta": {k: v for k, v in meta.items() if k not in ("config", "format")},
+    }

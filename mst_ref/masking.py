@@ -1,0 +1,177 @@
+"""Random Spike Masking (RSM): drop each spike independently with probability p.
+
+MST's energy saving (MST_SPEC section 5): at chosen activation sites the output spikes are multiplied
+by a fresh Bernoulli(1 - p) mask at every step, so the layers they feed receive (and add up) fewer
+spikes. The published code masks the q, k and attention-score spikes of every window attention with one
+global p, without rescaling, in the ANN as well as in the SNN. The paper's figure also masks the MLP
+input; the poster argues for layer-wise ratios; an unbiased 1/(1-p) rescale is a natural variant. All
+three are options here.
+
+Reproducibility: each masked site draws from its own child generator, seeded from the caller's
+``np.random.Generator`` once at the start of a forward pass (one seed per site, in forward order), and
+draws its uniforms in time order, ``(T_chunk, ...)`` at a time. A run with the same seed therefore
+draws the same masks whether it is computed in one multi-step pass, in time chunks, or step by step.
+"""
+
+import fnmatch
+import numbers
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["PUBLISHED_SITES", "MLP_SITE", "MASK_SITE_PRESETS", "rsm", "site_ratios", "SpikeMasker"]
+
+PUBLISHED_SITES = ("attn.q_if", "attn.k_if", "attn.attn_if")  # the official code's masked sites
+MLP_SITE = "shortcut2_if"  # the spikes that feed mlp.fc1 (the paper's Fig. 2e also masks them)
+MASK_SITE_PRESETS = {
+    "published": PUBLISHED_SITES,
+    "paper": PUBLISHED_SITES + (MLP_SITE,),
+}
+
+
+def rsm(s, p, rng, rescale=False):
+    """Random spike masking of one array of spikes.
+
+    Parameters
+    ----------
+    s : (...) ndarray
+        Site outputs (spikes 0 / lambda in the SNN, activations in the ANN); with a time axis in
+        front, ``(T, ...)``, the uniforms are drawn in time order.
+    p : float in [0, 1]
+        Masking ratio: the probability of dropping each element.
+    rng : np.random.Generator
+        Source of the uniforms; not touched when p is 0 or 1.
+    rescale : bool
+        Divide the kept values by 1 - p so that the expected output equals the input (not published).
+
+    Returns
+    -------
+    masked : (...) ndarray, dtype of s
+        ``s`` itself when p = 0 (bit-identical, nothing drawn).
+
+    Notes
+    -----
+    .. math:: \\mathrm{rsm}(s) = s \\cdot [u > p], \\quad u \\sim U[0, 1) \\text{ per element}
+
+    The uniforms are float64 whatever the dtype of s, so float32 and float64 runs with the same seed
+    drop the same spikes.
+    """
+    if p == 0:
+        return s
+    if p == 1:
+        return np.zeros_like(s)
+    # keep = [u > p], u ~ U[0, 1)
+    keep = rng.random(s.shape) > p  # (...) bool
+    out = s * keep  # (...) dtype of s
+    if rescale:
+        # s * [u > p] / (1 - p): E[out] = s
+        out *= 1.0 / (1.0 - p)
+    return out
+
+
+def _check_ratio(p, where):
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real) or not 0.0 <= float(p) <= 1.0:
+        raise ValueError(f"mask ratio {where} must be a number in [0, 1]; got {p!r}")
+    return float(p)
+
+
+def _resolve_sites(site_names, sites):
+    """The site names that may be masked: those ending with one of the suffixes ``sites``."""
+    if isinstance(sites, str):
+        if sites not in MASK_SITE_PRESETS:
+            raise ValueError(f"mask sites must be one of {sorted(MASK_SITE_PRESETS)} or a tuple of site "
+                             f"suffixes such as {PUBLISHED_SITES}; got {sites!r}")
+        sites = MASK_SITE_PRESETS[sites]
+    sites = tuple(sites)
+    unknown = [s for s in sites if not any(n == s or n.endswith("." + s) for n in site_names)]
+    if unknown:
+        raise ValueError(f"mask sites {unknown} name no activation site of this model; use suffixes of "
+                         f"site names such as {PUBLISHED_SITES} or {MLP_SITE!r}")
+    return [n for n in site_names if any(n == s or n.endswith("." + s) for s in sites)]
+
+
+def site_ratios(site_names, ratio, sites="published"):
+    """The masking ratio of every masked site.
+
+    Parameters
+    ----------
+    site_names : list of str
+        All activation sites of the model, in forward order (``MST.site_names``).
+    ratio : float or dict of {str: float}
+        One p for every maskable site, or glob patterns over site names / block prefixes mapped to p,
+        e.g. ``{"layers.0.*": 0.5, "layers.2.*": 0.9}``. A pattern also matches every site below it
+        (``"layers.1.blocks.0"`` = ``"layers.1.blocks.0.*"``). Later patterns override earlier ones;
+        maskable sites that no pattern matches get p = 0.
+    sites : str or tuple of str
+        Which sites may be masked: ``"published"`` (q, k and attention-score spikes), ``"paper"``
+        (those and the MLP input, ``shortcut2_if``), or a tuple of site-name suffixes.
+
+    Returns
+    -------
+    ratios : dict of {str: float}
+        Site name -> p, only for sites with p > 0, in forward order.
+
+    Raises
+    ------
+    ValueError
+        A ratio outside [0, 1], an unknown site suffix, or a pattern that matches no maskable site.
+    """
+    maskable = _resolve_sites(site_names, sites)
+    if isinstance(ratio, dict):
+        chosen = {}
+        for pattern, p in ratio.items():
+            p = _check_ratio(p, f"for {pattern!r}")
+            hits = [n for n in maskable
+                    if fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(n, pattern + ".*")]
+            if not hits:
+                raise ValueError(f"mask ratio pattern {pattern!r} matches no maskable site; maskable sites "
+                                 f"look like {maskable[:3]} (choose others with mask_sites)")
+            chosen.update(dict.fromkeys(hits, p))
+    else:
+        chosen = dict.fromkeys(maskable, _check_ratio(ratio, "mask_ratio"))
+    return {n: chosen[n] for n in maskable if chosen.get(n, 0.0) > 0}
+
+
+@dataclass
+class SpikeMasker:
+    """RSM at a set of sites, each with its own ratio and its own generator.
+
+    Attributes
+    ----------
+    ratios : dict of {str: float}
+        Site name -> p (> 0).
+    rngs : dict of {str: np.random.Generator}
+        Site name -> the child generator it draws its uniforms from.
+    rescale : bool
+        Divide kept spikes by 1 - p.
+    """
+
+    ratios: dict = field(default_factory=dict)
+    rngs: dict = field(default_factory=dict)
+    rescale: bool = False
+
+    @classmethod
+    def create(cls, site_names, ratio, rng, sites="published", rescale=False):
+        """Resolve the ratios (:func:`site_ratios`) and derive one child generator per site.
+
+        ``rng`` is used once, here: ``rng.integers(2**63, size=len(site_names))`` gives one seed per
+        activation site in forward order, masked or not, so that changing which sites are masked does
+        not change the masks drawn at the others. Nothing is drawn when no site is masked (rng may then
+        be None).
+        """
+        ratios = site_ratios(site_names, ratio, sites)
+        if not ratios:
+            return cls(rescale=rescale)
+        if not isinstance(rng, np.random.Generator):
+            raise ValueError("masking draws random numbers: pass rng=np.random.default_rng(seed); "
+                             f"got {type(rng).__name__}")
+        seeds = rng.integers(2**63, size=len(site_names))  # (n_sites,) one seed per site
+        rngs = {n: np.random.default_rng(int(seed)) for n, seed in zip(site_names, seeds) if n in ratios}
+        return cls(ratios, rngs, rescale)
+
+    def __call__(self, name, s):
+        """Mask the outputs ``s`` of site ``name`` (unchanged if the site is not masked)."""
+        p = self.ratios.get(name, 0.0)
+        if p == 0:
+            return s
+        return rsm(s, p, self.rngs[name], self.rescale)

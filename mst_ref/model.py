@@ -1,0 +1,266 @@
+"""The Masked Spiking Transformer: one forward pass for the ANN and the SNN.
+
+Assembles the pieces in forward order (MST_SPEC section 3; official code: github
+bic-L/Masked-Spiking-Transformer, models/mst.py):
+
+    patch embed -> BN -> Q[proj_if]
+    for each stage i, block j:
+        h = Q[shortcut1_if](BN[norm1](x)) -> roll(-s) -> windows -> attention -> reverse -> roll(+s)
+        x = BN[norm2](x + h)                       # the MLP residual is added to the BN output
+        x = x + MLP(Q[shortcut2_if](x))
+    (patch merging between stages)
+    LayerNorm -> mean over tokens -> Linear
+
+The same code runs the ANN (``(B, ...)`` arrays) and the multi-step SNN (``(T, B, ...)``: every layer
+computes all T steps at once; the IF neurons scan the time axis). Only the :class:`~mst_ref.modes.Mode`
+passed to :meth:`MST.forward` differs: see :mod:`mst_ref.modes`. The SNN's time loop, chunking and
+results live in :mod:`mst_ref.simulate`.
+"""
+
+import fnmatch
+import functools
+
+import numpy as np
+
+from .attention import window_attention
+from .layers import batch_norm, bn_params, head, layer_norm, linear, patch_embed
+from .layout import MSTConfig, check_state, infer_config, random_state_dict, site_names
+from .masking import SpikeMasker
+from .merging import patch_merging
+from .modes import Mode
+from .simulate import StepSimulator, check_timesteps, default_chunk
+from .windows import cyclic_shift, window_partition, window_reverse
+
+__all__ = ["MST", "MSTConfig"]
+
+_INTEGER_KEYS = ("relative_position_index", "num_batches_tracked")
+
+
+class MST:
+    """A Masked Spiking Transformer with its weights.
+
+    Build one with :meth:`from_state_dict` (a checkpoint's state dict) or :meth:`random`.
+
+    Attributes
+    ----------
+    config : MSTConfig
+    state : dict of {str: ndarray}
+        The official state dict, float entries in ``dtype``.
+    dtype : np.dtype
+        float32 (default, as published) or float64; every forward computes in it.
+    site_names : list of str
+        The activation sites in forward order (124 for Swin-T).
+    """
+
+    def __init__(self, config, state, dtype=np.float32):
+        self.config = config
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64; got {self.dtype}")
+        check_state(state, config)
+        self.state = {k: np.array(v, dtype=np.int64 if k.endswith(_INTEGER_KEYS) else self.dtype, order="C")
+                      for k, v in state.items()}
+        self.site_names = site_names(config)
+
+    @classmethod
+    def from_state_dict(cls, state, img_size=None, dtype=np.float32, qcfs_levels=16):
+        """Build the model from an official state dict, reading the architecture off its shapes.
+
+        Parameters
+        ----------
+        state : dict of {str: array-like}
+            The ``model`` entry of an official checkpoint (MST_SPEC section 7).
+        img_size : int or None
+            Input resolution; needed only when the checkpoint has no shifted-window block.
+        dtype : float32 or float64
+        qcfs_levels : int
+            L of the QCFS sites (16 in the published training; not stored in checkpoints).
+
+        Raises
+        ------
+        ValueError
+            If the image size cannot be inferred and is not given, or if any key is missing,
+            unexpected or mis-shaped (all of them listed).
+        """
+        return cls(infer_config(state, img_size, qcfs_levels), state, dtype)
+
+    @classmethod
+    def random(cls, config, rng, dtype=np.float32):
+        """A model with random weights in the official layout (:func:`mst_ref.layout.random_state_dict`)."""
+        return cls(config, random_state_dict(config, rng, dtype), dtype)
+
+    # ------------------------------------------------------------------ forward pass
+
+    def forward(self, images, mode):
+        """The forward pass with a given mode.
+
+        Parameters
+        ----------
+        images : (B, Cin, H, W) ndarray of ``dtype``
+            Checked and cast by the public entry points (:meth:`ann_forward`, :meth:`snn_forward`).
+        mode : Mode
+            ANN, or SNN with ``mode.steps`` steps.
+
+        Returns
+        -------
+        logits : (B, K) ndarray (ANN) or (T, B, K) head outputs of each step (SNN)
+        """
+        s = self.state
+        x = patch_embed(images, s["patch_embed.proj.weight"], s["patch_embed.proj.bias"])  # (B, N, C)
+        x = batch_norm(x, *bn_params(s, "patch_embed.norm"))  # (B, N, C)
+        x = mode.enter_time(x)  # (T, B, N, C) in the SNN: the image is fed at every step
+        x = mode.site("patch_embed.proj_if", x, s["patch_embed.proj_if.up"])
+        last = len(self.config.depths) - 1
+        for i, stage in enumerate(self.config.stages):
+            for j in range(stage.depth):
+                x = self._block(x, f"layers.{i}.blocks.{j}", stage, stage.shift(j), mode)
+            if i < last:
+                x = patch_merging(x, s, f"layers.{i}.downsample", stage.resolution, mode)  # (..., N/4, 2C)
+        final_norm = functools.partial(layer_norm, weight=s["norm.weight"], bias=s["norm.bias"])
+        x = mode.analog("norm", final_norm, x)  # (..., N, F)
+        return head(x, s["head.weight"], s["head.bias"])  # (..., K)
+
+    def _block(self, x, prefix, stage, shift, mode):
+        """One MST block; x (..., N, C) -> (..., N, C)."""
+        s = self.state
+        res, ws = stage.resolution, stage.window
+        # h = Q[shortcut1_if](BN[norm1](x))
+        h = mode.site(f"{prefix}.shortcut1_if", batch_norm(x, *bn_params(s, f"{prefix}.norm1")),
+                      s[f"{prefix}.shortcut1_if.up"])
+        h = h.reshape(*h.shape[:-2], res, res, stage.dim)  # (..., H, W, C)
+        if shift:
+            h = cyclic_shift(h, -shift)  # (..., H, W, C)
+        h = window_partition(h, ws)  # (..., nW, Ws*Ws, C)
+        h = window_attention(h, s, f"{prefix}.attn", stage.heads, mode, s.get(f"{prefix}.attn_mask"))
+        h = window_reverse(h, ws, res, res)  # (..., H, W, C)
+        if shift:
+            h = cyclic_shift(h, shift)  # (..., H, W, C)
+        # x = BN[norm2](x + h); x = x + MLP(Q[shortcut2_if](x))
+        x = batch_norm(x + h.reshape(x.shape), *bn_params(s, f"{prefix}.norm2"))  # (..., N, C)
+        m = mode.site(f"{prefix}.shortcut2_if", x, s[f"{prefix}.shortcut2_if.up"])
+        return x + self._mlp(m, f"{prefix}.mlp", mode)
+
+    def _mlp(self, x, prefix, mode):
+        """Linear -> [BN] -> Q[fc1_if] -> Linear -> [BN] -> Q[fc2_if]; x (..., N, C) -> (..., N, C)."""
+        s = self.state
+        h = linear(x, s[f"{prefix}.fc1.weight"], s[f"{prefix}.fc1.bias"])  # (..., N, rC)
+        if self.config.mlp_norm:
+            h = batch_norm(h, *bn_params(s, f"{prefix}.norm1"))
+        h = mode.site(f"{prefix}.fc1_if", h, s[f"{prefix}.fc1_if.up"])
+        h = linear(h, s[f"{prefix}.fc2.weight"], s[f"{prefix}.fc2.bias"])  # (..., N, C)
+        if self.config.mlp_norm:
+            h = batch_norm(h, *bn_params(s, f"{prefix}.norm2"))
+        return mode.site(f"{prefix}.fc2_if", h, s[f"{prefix}.fc2_if.up"])
+
+    # ------------------------------------------------------------------ public entry points
+
+    def check_images(self, images):
+        """Return ``images`` as a finite ``(B, in_chans, img, img)`` array of the model's dtype.
+
+        Raises
+        ------
+        ValueError
+            Wrong shape, non-float dtype, or NaN / inf values.
+        """
+        c = self.config
+        shape = (c.in_chans, c.img_size, c.img_size)
+        want = f"(B, {c.in_chans}, {c.img_size}, {c.img_size})"
+        images = np.asarray(images)
+        if images.dtype.kind != "f":
+            raise ValueError(f"images must be a float array of normalised images {want}; got dtype "
+                             f"{images.dtype} (normalise uint8 images first)")
+        if images.ndim != 4 or images.shape[0] == 0 or images.shape[1:] != shape:
+            raise ValueError(f"images must be {want} for this model; got {images.shape}")
+        if not np.isfinite(images).all():
+            raise ValueError("images must be finite; got NaN or inf values")
+        return images.astype(self.dtype, copy=False)
+
+    def select_sites(self, record):
+        """Site names chosen by ``record``: None, "all", a name, or names / glob patterns."""
+        if record is None:
+            return frozenset()
+        patterns = [record] if isinstance(record, str) else list(record)
+        chosen = set()
+        for pattern in patterns:
+            hits = self.site_names if pattern == "all" else fnmatch.filter(self.site_names, pattern)
+            if not hits:
+                raise ValueError(f"record pattern {pattern!r} matches no activation site; sites look like "
+                                 f"{self.site_names[:3]} (see MST.site_names)")
+            chosen.update(hits)
+        return frozenset(chosen)
+
+    def masker(self, mask_ratio, rng, mask_sites="published", mask_rescale=False):
+        """The :class:`~mst_ref.masking.SpikeMasker` of one forward pass (child generators drawn here)."""
+        return SpikeMasker.create(self.site_names, mask_ratio, rng, mask_sites, mask_rescale)
+
+    def ann_forward(self, images, quantize=True, mask_ratio=0.0, rng=None, record=None,
+                    mask_sites="published", mask_rescale=False):
+        """The ANN: every site is QCFS (or clip).
+
+        Parameters
+        ----------
+        images : (B, in_chans, img_size, img_size) float ndarray
+            Normalised images.
+        quantize : bool
+            QCFS with L levels (True), or its continuous limit clip(x, 0, lambda) (False).
+        mask_ratio : float or dict
+            RSM ratio p (the published code masks in the ANN too), or a dict of site / block patterns
+            -> p (:func:`mst_ref.masking.site_ratios`).
+        rng : np.random.Generator
+            Required when masking.
+        record : None, str or iterable of str
+            Sites whose activations to return (names or glob patterns, or "all").
+        mask_sites : "published", "paper" or tuple of site suffixes
+            Which sites RSM may mask.
+        mask_rescale : bool
+            Divide kept values by 1 - p.
+
+        Returns
+        -------
+        logits : (B, K) ndarray
+            When ``record`` is given: ``(logits, records)`` with records a dict site -> activations
+            ``(B, ...)`` (attention sites ``(B, nW, nH, N, hd)`` / ``(B, nW, nH, N, N)`` /
+            ``(B, nW, N, C)``; the others ``(B, N, C)``).
+        """
+        images = self.check_images(images)
+        mode = Mode(spiking=False, quantize=quantize, levels=self.config.qcfs_levels,
+                    masker=self.masker(mask_ratio, rng, mask_sites, mask_rescale),
+                    record=self.select_sites(record))
+        logits = self.forward(images, mode)  # (B, K)
+        if record is None:
+            return logits
+        return logits, {name: mode.records[name][0] for name in self.site_names if name in mode.record}
+
+    def snn_forward(self, images, timesteps, mask_ratio=0.0, rng=None, record=None, chunk=None,
+                    compensation="none", mask_sites="published", mask_rescale=False):
+        """The SNN (published ``snn_validate``): IF neurons, the image fed at every step.
+
+        Parameters
+        ----------
+        images : (B, in_chans, img_size, img_size) float ndarray
+        timesteps : int
+            T >= 1.
+        mask_ratio, rng, mask_sites, mask_rescale
+            RSM, as in :meth:`ann_forward`; masks are fresh at every step.
+        record : None, str or iterable of str
+            Sites whose spike trains ``(T, B, ...)`` to keep.
+        chunk : int or None
+            Steps computed per multi-step pass (memory ~ chunk); None picks one that keeps a pass
+            within about 1 GiB (:func:`mst_ref.simulate.default_chunk`). Results do not depend on it.
+        compensation : {"none", "expectation"}
+            Faithful per-step softmax / LayerNorm / products, or the expectation form (MST_SPEC 8).
+
+        Returns
+        -------
+        SNNResult
+            :class:`mst_ref.simulate.SNNResult`.
+        """
+        timesteps = check_timesteps(timesteps, "timesteps")
+        sim = StepSimulator(self, images, mask_ratio, rng, compensation, record, mask_sites, mask_rescale)
+        chunk = default_chunk(self.config, sim.batch_size, self.dtype, timesteps) if chunk is None else chunk
+        return sim.run(timesteps, chunk)
+
+    def step_simulator(self, images, mask_ratio=0.0, rng=None, compensation="none", record=None,
+                       mask_sites="published", mask_rescale=False):
+        """A :class:`mst_ref.simulate.StepSimulator`: the SNN one step (or chunk) at a time."""
+        return StepSimulator(self, images, mask_ratio, rng, compensation, record, mask_sites, mask_rescale)

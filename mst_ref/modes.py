@@ -1,0 +1,316 @@
+"""What an activation site and an analog operation do: the one thing that differs between ANN and SNN.
+
+The model (:mod:`mst_ref.model`) is written once. At each of its activation sites it calls
+``mode.site(name, x, threshold)``; at each non-spiking nonlinearity (softmax, LayerNorm) it calls
+``mode.analog(name, f, x)``; at each product of two activations (q k^T, p v) it calls
+``mode.product(name, a, b)``. A :class:`Mode` decides what these mean:
+
+=================  ==========================  ===================================================
+                   site                        analog op / product
+=================  ==========================  ===================================================
+ANN                qcfs (or clip, quantize     f(x), a @ b
+                   =False); no time axis
+SNN, faithful      IF neuron scanned over the  f(x_t), a_t @ b_t: each step's own values
+                   leading time axis           (the published ``snn_validate``)
+SNN, compensated   same                        expectation form (MST_SPEC section 8), below
+=================  ==========================  ===================================================
+
+Every site also applies RSM when masked (:mod:`mst_ref.masking`), keeps its output when recorded, and in
+the SNN counts its spikes per step. State that must survive from one call to the next (membrane
+potentials, running sums of the compensation) lives in ``Mode.state``, keyed by site or op name, so a
+run can be split into time chunks, or single steps, and give the same numbers.
+
+Expectation compensation (ECMT-style, not in the published code): for an op f fed with the running sum
+X_t of its inputs, emit the increment of t f(X_t / t),
+
+    y_t = t f(X_t / t) - (t - 1) f(X_{t-1} / (t - 1)),
+
+and for a product of two trains with running sums A_t, B_t, the increment of A_t B_t / t,
+
+    y_t = A_t B_t / t - A_{t-1} B_{t-1} / (t - 1).
+
+The outputs then sum to t f(mean input) and A_t B_t / t, so the mean output of every layer tends to
+the ANN's value with QCFS replaced by clip(x, 0, lambda), and the whole SNN converges to that ANN.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .masking import SpikeMasker
+from .neurons import if_neuron
+from .qcfs import clip_activation, qcfs
+
+__all__ = ["COMPENSATIONS", "Carry", "Mode", "running_sum", "expectation_op", "expectation_product"]
+
+COMPENSATIONS = ("none", "expectation")
+
+
+def running_sum(x, start=0.0):
+    """Running sum over the leading time axis, continuing from ``start``.
+
+    Parameters
+    ----------
+    x : (T, ...) ndarray
+    start : (...) ndarray or float
+        The sum of all earlier steps (0 before the first chunk).
+
+    Returns
+    -------
+    S : (T, ...) ndarray, dtype of x
+
+    Notes
+    -----
+    .. math:: S_t = \\mathrm{start} + \\sum_{s \\le t} x_s
+
+    added strictly in time order, ``((start + x_1) + x_2) + ...``, so a run split into chunks adds
+    exactly the same numbers as one pass.
+    """
+    s = np.array(x)  # (T, ...) a contiguous copy
+    s[0] += start
+    return np.cumsum(s, axis=0, out=s)  # (T, ...)
+
+
+def _increments(cumulative, previous):
+    """y_t = Y_t - Y_{t-1} along axis 0, with Y_0 = ``previous``."""
+    y = np.empty_like(cumulative)  # (T, ...)
+    y[0] = cumulative[0] - previous
+    y[1:] = cumulative[1:] - cumulative[:-1]
+    return y
+
+
+def _time_column(t0, steps, ndim, dtype):
+    """t = t0 + 1, ..., t0 + steps as a (steps, 1, ..., 1) array of ``dtype``."""
+    t = np.arange(t0 + 1, t0 + steps + 1).astype(dtype)  # (T,)
+    return t.reshape(steps, *([1] * (ndim - 1)))  # (T, 1, ..., 1)
+
+
+@dataclass
+class Carry:
+    """What the expectation form of one op carries from one time chunk to the next.
+
+    Attributes
+    ----------
+    steps : int
+        Steps done so far (t of the last step).
+    sums : tuple of ndarray or float
+        Running sums of the op's inputs after the last step (X, or A and B).
+    total : ndarray or float
+        The op's cumulative output after the last step: t f(X_t / t), or A_t B_t / t.
+    """
+
+    steps: int = 0
+    sums: tuple = (0.0, 0.0)
+    total: object = 0.0
+
+
+def expectation_op(f, x, carry):
+    """Expectation-compensated non-spiking op over a chunk of steps.
+
+    Parameters
+    ----------
+    f : callable
+        The op, acting on the last axes (softmax, LayerNorm).
+    x : (T, ...) ndarray
+        This chunk's inputs.
+    carry : Carry
+        State after the previous chunk (``Carry()`` before the first).
+
+    Returns
+    -------
+    y : (T, ...) ndarray
+        Per-step outputs.
+    carry : Carry
+        State after this chunk.
+
+    Notes
+    -----
+    .. math:: y_t = t\\, f(X_t / t) - (t-1)\\, f(X_{t-1} / (t-1)), \\qquad X_t = \\sum_{s \\le t} x_s
+
+    so that :math:`\\sum_{s \\le t} y_s = t\\, f(X_t / t)`: the mean output is f of the mean input.
+    At t = 1 this is f(x_1), the faithful output.
+    """
+    X = running_sum(x, carry.sums[0])  # (T, ...)
+    t = _time_column(carry.steps, x.shape[0], x.ndim, x.dtype)  # (T, 1, ..., 1)
+    # Y_t = t f(X_t / t)
+    Y = t * f(X / t)  # (T, ...)
+    # y_t = Y_t - Y_{t-1}
+    y = _increments(Y, carry.total)
+    return y, Carry(carry.steps + x.shape[0], (X[-1].copy(),), Y[-1].copy())
+
+
+def expectation_product(a, b, carry):
+    """Expectation-compensated product of two spike trains over a chunk of steps.
+
+    Parameters
+    ----------
+    a : (T, ..., n, k) ndarray
+    b : (T, ..., k, m) ndarray
+    carry : Carry
+        State after the previous chunk (``Carry()`` before the first).
+
+    Returns
+    -------
+    y : (T, ..., n, m) ndarray
+        Per-step outputs.
+    carry : Carry
+        State after this chunk.
+
+    Notes
+    -----
+    .. math:: y_t = \\frac{A_t B_t}{t} - \\frac{A_{t-1} B_{t-1}}{t-1}, \\qquad
+              A_t = \\sum_{s \\le t} a_s, \\; B_t = \\sum_{s \\le t} b_s
+
+    so that :math:`\\sum_{s \\le t} y_s = t\\, \\bar a_t \\bar b_t`: the mean output is the product of the
+    mean inputs (the faithful per-step product instead tends to the mean of the products).
+    """
+    A = running_sum(a, carry.sums[0])  # (T, ..., n, k)
+    B = running_sum(b, carry.sums[1])  # (T, ..., k, m)
+    t = _time_column(carry.steps, a.shape[0], a.ndim, a.dtype)  # (T, 1, ..., 1)
+    # P_t = A_t B_t / t
+    P = (A @ B) / t  # (T, ..., n, m)
+    # y_t = P_t - P_{t-1}
+    y = _increments(P, carry.total)
+    return y, Carry(carry.steps + a.shape[0], (A[-1].copy(), B[-1].copy()), P[-1].copy())
+
+
+@dataclass
+class Mode:
+    """The meaning of the activation sites and analog ops during a forward pass.
+
+    Attributes
+    ----------
+    spiking : bool
+        False: ANN, arrays without a time axis. True: SNN, arrays ``(T, ...)`` with ``steps`` steps.
+    quantize : bool
+        ANN only: QCFS with ``levels`` (True) or its continuous limit clip(x, 0, lambda) (False).
+    levels : int
+        L of QCFS.
+    compensation : {"none", "expectation"}
+        SNN only: faithful per-step analog ops, or the expectation form.
+    steps : int
+        SNN: number of time steps of the current call (a chunk).
+    masker : SpikeMasker
+        RSM at the masked sites (none by default).
+    record : frozenset of str
+        Sites whose outputs are kept in ``records``.
+    state : dict
+        SNN state carried between calls: site name -> membrane potentials ``(...)``; op name ->
+        :class:`Carry`.
+    records : dict of {str: list of ndarray}
+        Site name -> outputs of each call.
+    spike_counts : dict of {str: list of ndarray}
+        SNN: site name -> ``(steps,)`` int64 counts of nonzero outputs (after masking) of each call.
+    site_shapes : dict of {str: tuple}
+        Site name -> shape of one step's output, ``(B, ...)``.
+    """
+
+    spiking: bool = False
+    quantize: bool = True
+    levels: int = 16
+    compensation: str = "none"
+    steps: int = 1
+    masker: SpikeMasker = field(default_factory=SpikeMasker)
+    record: frozenset = frozenset()
+    state: dict = field(default_factory=dict)
+    records: dict = field(default_factory=dict)
+    spike_counts: dict = field(default_factory=dict)
+    site_shapes: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.compensation not in COMPENSATIONS:
+            raise ValueError(f"compensation must be one of {COMPENSATIONS}; got {self.compensation!r}")
+
+    def enter_time(self, x):
+        """Give the (static) input its time axis: the image is fed unchanged at every step.
+
+        ``x (...)`` -> ``(steps, ...)`` in the SNN (a broadcast view, no copy); unchanged in the ANN.
+        """
+        if not self.spiking:
+            return x
+        return np.broadcast_to(x, (self.steps, *x.shape))  # (T, ...)
+
+    def site(self, name, x, threshold):
+        """One activation site: QCFS / clip (ANN) or IF neurons (SNN), then RSM, recording, counting.
+
+        Parameters
+        ----------
+        name : str
+            Site name, the checkpoint key without ``.up`` (e.g. ``layers.0.blocks.1.attn.q_if``).
+        x : (...) or (T, ...) ndarray
+            Pre-activations (ANN) or input currents of ``steps`` steps (SNN).
+        threshold : (1,) ndarray
+            lambda, the site's ``up``.
+
+        Returns
+        -------
+        y : ndarray, shape and dtype of x
+            Activations, or spikes (0 or lambda) per step; masked if the site is.
+
+        Notes
+        -----
+        ANN: :math:`y = \\lambda\\, \\mathrm{clip}(\\lfloor x L / \\lambda + 1/2 \\rfloor / L, 0, 1)`.
+        SNN: :math:`v \\leftarrow v + x_t;\\; s_t = [v \\ge \\lambda];\\; v \\leftarrow v - s_t \\lambda`,
+        with v kept in ``state[name]`` (lambda / 2 before the first step).
+        """
+        if not self.spiking:
+            y = qcfs(x, threshold, self.levels) if self.quantize else clip_activation(x, threshold)
+        else:
+            v = self.state.get(name)
+            if v is None:
+                # pre-charge: v = lambda / 2
+                v = self.state[name] = np.full(x.shape[1:], x.dtype.type(threshold[0]) / 2, dtype=x.dtype)
+            y = if_neuron(x, threshold, v)  # (T, ...); v updated in place
+        y = self.masker(name, y)
+        self._observe(name, y)
+        return y
+
+    def _observe(self, name, y):
+        """Keep the outputs of recorded sites; count the spikes of every SNN site."""
+        if name in self.record:
+            self.records.setdefault(name, []).append(y)
+        if self.spiking:
+            self.site_shapes[name] = y.shape[1:]
+            counts = np.count_nonzero(y.reshape(y.shape[0], -1), axis=1)  # (T,)
+            self.spike_counts.setdefault(name, []).append(counts.astype(np.int64, copy=False))
+        else:
+            self.site_shapes[name] = y.shape
+
+    def analog(self, name, f, x):
+        """A non-spiking nonlinearity (softmax, LayerNorm): f(x) per step, or its expectation form.
+
+        Parameters
+        ----------
+        name : str
+            Op name, unique in the model (e.g. ``layers.0.blocks.1.attn.softmax``, ``norm``).
+        f : callable
+            Acts on the last axes.
+        x : (...) or (T, ...) ndarray
+
+        Returns
+        -------
+        y : ndarray, shape of f(x)
+        """
+        if not (self.spiking and self.compensation == "expectation"):
+            return f(x)
+        y, self.state[name] = expectation_op(f, x, self.state.get(name, Carry()))
+        return y
+
+    def product(self, name, a, b):
+        """A product of two activations (q k^T, p v): a @ b per step, or its expectation form.
+
+        Parameters
+        ----------
+        name : str
+            Op name, unique in the model (e.g. ``layers.0.blocks.1.attn.qk``).
+        a : (..., n, k) ndarray
+        b : (..., k, m) ndarray
+
+        Returns
+        -------
+        y : (..., n, m) ndarray
+        """
+        if not (self.spiking and self.compensation == "expectation"):
+            return a @ b  # (..., n, m)
+        y, self.state[name] = expectation_product(a, b, self.state.get(name, Carry()))
+        return y

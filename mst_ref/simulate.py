@@ -1,0 +1,197 @@
+"""The SNN's time loop: multi-step passes over chunks of time, step by step, and what a run returns.
+
+The published evaluation (``snn_validate``, MST_SPEC section 4) runs the whole network once per time
+step and sums the head outputs. Here one call of :meth:`mst_ref.model.MST.forward` computes a chunk of
+steps at once, every layer as one stacked operation over ``(T_chunk, B, ...)``, with the neurons'
+membranes (and the compensation's running sums) carried in the :class:`~mst_ref.modes.Mode` to the next
+chunk. Chunks of 1 are the step-by-step simulator; one chunk of T is the fully multi-step run; all give
+the same numbers bit for bit, and memory grows only with the chunk.
+"""
+
+import math
+import numbers
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .modes import Mode, running_sum
+
+__all__ = ["SNNResult", "StepSimulator", "check_timesteps", "default_chunk"]
+
+
+def check_timesteps(value, name="timesteps"):
+    """Return ``value`` as an int >= 1, or raise ValueError naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+    return int(value)
+
+
+def default_chunk(config, batch_size, dtype, timesteps, budget_bytes=2**30):
+    """Steps per multi-step pass that keep one pass within about ``budget_bytes``.
+
+    The estimate: a dozen live arrays of the largest per-step activation (the MLP hidden layer or the
+    attention scores, whose masks draw float64 uniforms) per image. Swin-T at 224, batch 1, float32:
+    18 steps per pass.
+    """
+    largest = max(max(s.resolution**2 * max(s.hidden, 3 * s.dim),
+                      2 * s.resolution**2 * s.window**2 * s.heads) for s in config.stages)
+    per_step = 12 * batch_size * largest * np.dtype(dtype).itemsize
+    return max(1, min(timesteps, budget_bytes // per_step))
+
+
+@dataclass
+class SNNResult:
+    """What an SNN run returns.
+
+    Attributes
+    ----------
+    step_logits : (T, B, K) ndarray
+        Head output of each step (bias included).
+    cumulative_logits : (T, B, K) ndarray
+        Read-out: the running sum of ``step_logits``; the prediction at step t is its argmax.
+    spike_counts_per_step : dict of {str: (T,) int64 ndarray}
+        Site -> spikes emitted at each step by all its neurons, whole batch, after RSM (the spikes the
+        next layer receives). Every site, in forward order.
+    site_shapes : dict of {str: tuple}
+        Site -> shape of one step's output, ``(B, ...)``.
+    records : dict of {str: (T, B, ...) ndarray}
+        Recorded sites -> their outputs at each step (0 or lambda; 0 or lambda / (1 - p) with rescaled
+        RSM), after RSM.
+    mask_ratios : dict of {str: float}
+        Masked sites -> p.
+    compensation : str
+        "none" or "expectation".
+    """
+
+    step_logits: np.ndarray
+    cumulative_logits: np.ndarray
+    spike_counts_per_step: dict = field(default_factory=dict)
+    site_shapes: dict = field(default_factory=dict)
+    records: dict = field(default_factory=dict)
+    mask_ratios: dict = field(default_factory=dict)
+    compensation: str = "none"
+
+    @property
+    def timesteps(self):
+        """T."""
+        return self.step_logits.shape[0]
+
+    @property
+    def batch_size(self):
+        """B."""
+        return self.step_logits.shape[1]
+
+    @property
+    def predictions(self):
+        """(T, B) int64: argmax of the cumulative logits after each step."""
+        return self.cumulative_logits.argmax(axis=-1)
+
+    @property
+    def mean_logits(self):
+        """(T, B, K): cumulative logits / t, the quantity that approaches the ANN's logits."""
+        t = np.arange(1, self.timesteps + 1).astype(self.cumulative_logits.dtype)  # (T,)
+        return self.cumulative_logits / t[:, None, None]  # (T, B, K)
+
+    @property
+    def spike_counts_by_site(self):
+        """dict site -> int: total spikes over all steps and the whole batch."""
+        return {name: int(c.sum()) for name, c in self.spike_counts_per_step.items()}
+
+    @property
+    def neurons_by_site(self):
+        """dict site -> int: neurons of the site per image."""
+        return {name: math.prod(shape) // self.batch_size for name, shape in self.site_shapes.items()}
+
+    @property
+    def firing_rates(self):
+        """dict site -> float: spikes per neuron per step (in [0, 1])."""
+        return {name: c.sum() / (self.timesteps * math.prod(self.site_shapes[name]))
+                for name, c in self.spike_counts_per_step.items()}
+
+
+class StepSimulator:
+    """Run the SNN forward in time, one step or one chunk of steps per call, state carried.
+
+    Parameters
+    ----------
+    model : MST
+    images : (B, in_chans, img_size, img_size) float ndarray
+        Fed unchanged at every step (direct coding).
+    mask_ratio, rng, mask_sites, mask_rescale
+        RSM, as in :meth:`mst_ref.model.MST.snn_forward`; the child generators are drawn from ``rng``
+        here, once, so any split of the run into calls draws the same masks.
+    compensation : {"none", "expectation"}
+    record : None, str or iterable of str
+        Sites whose spike trains to keep.
+
+    Notes
+    -----
+    ``step()`` T times, ``run(T, chunk)`` for any chunk, and ``MST.snn_forward`` all compute the same
+    numbers in the same dtype: every layer's per-step arithmetic does not depend on how many steps are
+    stacked, the IF scan and the running sums proceed strictly in time order, and each masked site draws
+    its uniforms in time order.
+    """
+
+    def __init__(self, model, images, mask_ratio=0.0, rng=None, compensation="none", record=None,
+                 mask_sites="published", mask_rescale=False):
+        self.model = model
+        self.images = model.check_images(images)
+        self.mode = Mode(spiking=True, levels=model.config.qcfs_levels, compensation=compensation,
+                         masker=model.masker(mask_ratio, rng, mask_sites, mask_rescale),
+                         record=model.select_sites(record))
+        self._step_logits = []  # (T_chunk, B, K) per call
+        self._cumulative = []  # (T_chunk, B, K) per call
+
+    @property
+    def t(self):
+        """Steps simulated so far."""
+        return sum(len(z) for z in self._step_logits)
+
+    @property
+    def batch_size(self):
+        """B."""
+        return self.images.shape[0]
+
+    def advance(self, steps):
+        """Simulate ``steps`` more steps in one multi-step pass.
+
+        Returns
+        -------
+        step_logits : (steps, B, K) ndarray
+            Head output of each of these steps.
+        """
+        self.mode.steps = check_timesteps(steps, "steps")
+        z = self.model.forward(self.images, self.mode)  # (steps, B, K)
+        # read-out: Z_t = Z_{t-1} + z_t
+        previous = self._cumulative[-1][-1] if self._cumulative else 0.0  # (B, K)
+        self._cumulative.append(running_sum(z, previous))  # (steps, B, K)
+        self._step_logits.append(z)
+        return z
+
+    def step(self):
+        """Simulate one step; return its head output, ``(B, K)``."""
+        return self.advance(1)[0]
+
+    def run(self, timesteps, chunk=1):
+        """Simulate ``timesteps`` more steps, ``chunk`` at a time (1: step by step); return the result."""
+        remaining = check_timesteps(timesteps, "timesteps")
+        chunk = check_timesteps(chunk, "chunk")
+        while remaining:
+            self.advance(min(chunk, remaining))
+            remaining -= min(chunk, remaining)
+        return self.result()
+
+    def result(self):
+        """The :class:`SNNResult` of all steps simulated so far."""
+        if not self._step_logits:
+            raise ValueError("no step simulated yet: call step(), advance() or run() first")
+        mode = self.mode
+        return SNNResult(
+            step_logits=np.concatenate(self._step_logits),  # (T, B, K)
+            cumulative_logits=np.concatenate(self._cumulative),  # (T, B, K)
+            spike_counts_per_step={n: np.concatenate(mode.spike_counts[n]) for n in self.model.site_names},
+            site_shapes={n: mode.site_shapes[n] for n in self.model.site_names},
+            records={n: np.concatenate(mode.records[n]) for n in self.model.site_names if n in mode.record},
+            mask_ratios=dict(mode.masker.ratios),
+            compensation=mode.compensation,
+        )

@@ -1,0 +1,242 @@
+"""Read PyTorch's zip checkpoint format (``torch.save`` since 1.6) without torch and without running code.
+
+A ``torch.save`` file is a zip archive of uncompressed records::
+
+    <prefix>/data.pkl     a pickle of the saved object (usually a dict)
+    <prefix>/data/<key>   the raw bytes of storage <key>
+    <prefix>/byteorder    b"little" or b"big" (absent before torch 1.10, meaning little)
+
+Inside data.pkl a tensor is the call ``torch._utils._rebuild_tensor_v2(storage, offset, size,
+stride, requires_grad, hooks)`` and a storage the persistent id
+``("storage", torch.FloatStorage, key, location, numel)``. :class:`TorchUnpickler` answers those two
+with NumPy (a C-contiguous copy of the strided view; bfloat16 widened to float32) on top of the
+restricted unpickler of :mod:`mst_ref.safepickle`, which refuses every other global.
+"""
+import lzma
+import math
+import os
+import pickle
+import struct
+import zipfile
+import zlib
+from typing import NamedTuple
+
+import numpy as np
+
+from mst_ref.safepickle import Allowed, CheckpointError, RestrictedUnpickler, brief
+
+MAX_ELEMENTS = 2**31            # per storage, per tensor, and in all tensors of one file together
+MAX_PICKLE_BYTES = 2**26        # a data.pkl over 64 MiB is not a checkpoint
+LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."   # pickle of torch's pre-1.6 magic number
+
+# torch's typed storage classes, as named in the pickle, and the dtype of their elements
+STORAGE_DTYPES = {
+    "FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32",
+    "ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool",
+}
+
+
+class StorageType(NamedTuple):
+    """What ``torch.FloatStorage`` etc. resolve to: a name and a dtype, nothing callable."""
+    name: str
+    dtype: str
+
+
+class Storage(NamedTuple):
+    """One storage record as a flat read-only array, shared by every tensor that views it."""
+    key: str
+    dtype: str
+    array: np.ndarray
+
+
+def bfloat16_to_float32(bits):
+    """bits : (n,) uint16 ndarray of bfloat16 values -> (n,) float32, exactly (bf16 = float32's top half)."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def decode_storage(raw, dtype, byteorder="little"):
+    """The bytes of one storage record -> flat native-endian ndarray (bfloat16 -> float32)."""
+    order = "<" if byteorder == "little" else ">"
+    if dtype == "bfloat16":
+        return bfloat16_to_float32(np.frombuffer(raw, dtype=order + "u2"))
+    wire = np.dtype(dtype).newbyteorder(order)
+    array = np.frombuffer(raw, dtype=wire)
+    return array if wire.isnative else array.astype(wire.newbyteorder("="))
+
+
+def _index(x, what):
+    if type(x) is not int or x < 0:
+        raise CheckpointError(f"{what} must be a non-negative int; got {brief(x)}")
+    return x
+
+
+def _shape(x, what):
+    if type(x) not in (tuple, list) or len(x) > 32:
+        raise CheckpointError(f"a tensor's {what} must be a tuple of at most 32 ints; got {brief(x)}")
+    return tuple(_index(n, f"each {what} entry") for n in x)
+
+
+def rebuild_parameter(data, requires_grad=False, hooks=None, state=None):
+    """torch._utils._rebuild_parameter(_with_state): a Parameter is its data."""
+    if not isinstance(data, np.ndarray):
+        raise CheckpointError(f"a Parameter must wrap a tensor; got {brief(data)}")
+    return data
+
+
+class TorchUnpickler(RestrictedUnpickler):
+    """Unpickles ``<prefix>/data.pkl`` of an open archive: tensors -> ndarrays, storages from the zip."""
+
+    def __init__(self, data, archive, prefix, byteorder):
+        allowed = {("torch", name): StorageType(name, dtype) for name, dtype in STORAGE_DTYPES.items()}
+        tensor = Allowed("_rebuild_tensor_v2", self.rebuild_tensor)
+        parameter = Allowed("_rebuild_parameter", rebuild_parameter)
+        allowed.update({
+            ("torch._utils", "_rebuild_tensor"): tensor, ("torch._utils", "_rebuild_tensor_v2"): tensor,
+            ("torch._utils", "_rebuild_parameter"): parameter,
+            ("torch._utils", "_rebuild_parameter_with_state"): parameter,
+            ("torch", "Size"): Allowed("torch.Size", lambda dims=(): _shape(dims, "torch.Size")),
+        })
+        super().__init__(data, allowed)
+        self.archive, self.prefix, self.byteorder = archive, prefix, byteorder
+        self.storages = {}                        # key -> Storage: tensors sharing a storage share this
+        self.budget = MAX_ELEMENTS                # elements still allowed to be materialised
+
+    def persistent_load(self, pid):
+        # pid = ("storage", storage_type, key, location, numel): the storage lives in <prefix>/data/<key>
+        if type(pid) is not tuple or len(pid) != 5 or pid[0] != "storage":
+            raise CheckpointError(f"unsupported persistent id ({brief(pid)}); expected a torch storage")
+        _, kind, key, _location, numel = pid
+        if type(kind) is not StorageType or type(key) is not str:
+            raise CheckpointError(f"malformed storage reference ({brief(kind)}, {brief(key)})")
+        numel = _index(numel, f"storage {key}'s element count")
+        if numel > MAX_ELEMENTS:
+            raise CheckpointError(f"storage {key} claims {numel} elements; mst_ref refuses more than 2**31")
+        if key in self.storages:
+            old = self.storages[key]
+            if old.dtype != kind.dtype or old.array.size != numel:
+                raise CheckpointError(f"storage {key} is declared twice with different types or sizes")
+            return old
+        name = f"{self.prefix}data/{key}"
+        try:
+            info = self.archive.getinfo(name)
+        except KeyError:
+            raise CheckpointError(f"record {name} is missing; the file is incomplete") from None
+        nbytes = numel * (2 if kind.dtype == "bfloat16" else np.dtype(kind.dtype).itemsize)
+        if info.file_size != nbytes:
+            raise CheckpointError(f"storage {key} holds {info.file_size} bytes but data.pkl declares {numel} "
+                                  f"{kind.dtype} elements ({nbytes} bytes); the file is corrupt")
+        if info.compress_type != zipfile.ZIP_STORED and nbytes > 64 * info.compress_size + 2**20:
+            raise CheckpointError(f"storage {key} would inflate {info.compress_size} bytes to {nbytes}; "
+                                  "torch.save never compresses, and mst_ref refuses zip bombs")
+        raw = self.archive.read(info)
+        self.storages[key] = Storage(key, kind.dtype, decode_storage(raw, kind.dtype, self.byteorder))
+        return self.storages[key]
+
+    def rebuild_tensor(self, storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None):
+        """torch._utils._rebuild_tensor_v2 -> a C-contiguous copy of the strided view of ``storage``."""
+        if type(storage) is not Storage:
+            raise CheckpointError(f"a tensor must view a storage; got {brief(storage)}")
+        offset, size, stride = _index(offset, "offset"), _shape(size, "size"), _shape(stride, "stride")
+        if len(size) != len(stride):
+            raise CheckpointError(f"tensor size {size} and stride {stride} have different lengths")
+        numel, flat = math.prod(size), storage.array
+        if numel > flat.size or numel > self.budget:
+            raise CheckpointError(f"a tensor of size {size} claims more elements than its storage "
+                                  f"{storage.key} ({flat.size}) or than mst_ref allows in one file")
+        if numel == 0:
+            return np.zeros(size, dtype=flat.dtype)
+        # the last element the view touches: offset + sum_d (size_d - 1) * stride_d
+        extent = offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1
+        if extent > flat.size:
+            raise CheckpointError(f"a tensor (offset {offset}, size {size}, stride {stride}) reaches element "
+                                  f"{extent} of storage {storage.key}, which holds {flat.size}")
+        self.budget -= numel
+        view = np.lib.stride_tricks.as_strided(flat[offset:], shape=size, writeable=False,
+                                               strides=tuple(s * flat.itemsize for s in stride))
+        array = view.copy(order="C")
+        if metadata:    # torch's lazy "neg"/"conj" bits; conj is a no-op on real dtypes
+            if type(metadata) is not dict or not set(metadata) <= {"neg", "conj"}:
+                raise CheckpointError(f"unsupported tensor metadata ({brief(metadata)})")
+            if metadata.get("neg"):
+                array = -array
+        return array
+
+
+def read_archive(archive):
+    """An open zipfile of a torch.save file -> the unpickled object (containers, scalars, ndarrays)."""
+    names = archive.namelist()
+    if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+        raise CheckpointError("this is a TorchScript archive (torch.jit.save), not a checkpoint; export its "
+                              "weights with torch: torch.save(torch.jit.load(f).state_dict(), 'weights.pth')")
+    pickles = [n for n in names if n == "data.pkl" or (n.endswith("/data.pkl") and n.count("/") == 1)]
+    if len(pickles) != 1:
+        hint = " (it looks like a NumPy .npz archive)" if any(n.endswith(".npy") for n in names) else ""
+        raise CheckpointError(f"expected exactly one <prefix>/data.pkl in a torch.save archive; found "
+                              f"{len(pickles)} among {names[:5]}{hint}")
+    prefix = pickles[0][: -len("data.pkl")]
+    byteorder = "little"
+    if prefix + "byteorder" in names:
+        byteorder = archive.read(prefix + "byteorder").decode("ascii", "replace").strip()
+        if byteorder not in ("little", "big"):
+            raise CheckpointError(f"unknown byte order {byteorder[:20]!r} in {prefix}byteorder")
+    info = archive.getinfo(pickles[0])
+    if info.file_size > MAX_PICKLE_BYTES:
+        raise CheckpointError(f"{pickles[0]} is {info.file_size} bytes; mst_ref refuses pickles over 64 MiB")
+    return TorchUnpickler(archive.read(info), archive, prefix, byteorder).load()
+
+
+# what zipfile, its decompressors and NumPy raise on damaged input
+FILE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, pickle.UnpicklingError, EOFError, OSError,
+               KeyError, IndexError, TypeError, ValueError, AttributeError, UnicodeDecodeError, MemoryError,
+               OverflowError, RecursionError, NotImplementedError, RuntimeError, struct.error, zlib.error,
+               lzma.LZMAError)
+
+
+def read_torch_checkpoint(path):
+    """Read a ``torch.save`` zip file without torch and without executing anything from it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.pth`` / ``.pt`` / ``.pth.tar`` written by ``torch.save`` (torch >= 1.6).
+
+    Returns
+    -------
+    dict
+        The saved dict; tensors as C-contiguous ndarrays (bfloat16 as float32), OrderedDicts and
+        yacs CfgNodes as plain dicts.
+
+    Raises
+    ------
+    CheckpointError
+        For a legacy or TorchScript file, a global outside the allow-list, or any damage.
+    FileNotFoundError
+        If there is no file at ``path``.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(LEGACY_MAGIC))
+        if head.startswith(LEGACY_MAGIC):
+            raise CheckpointError(f"{path} is a legacy (pre-1.6) torch.save file; re-save it in the zip "
+                                  "format with torch: "
+                                  "torch.save(torch.load(f, weights_only=True), 'new.pth')")
+        if not head.startswith(b"PK"):
+            raise CheckpointError(f"{path} is not a zip archive, so not a torch.save checkpoint "
+                                  "(torch >= 1.6)")
+        with zipfile.ZipFile(path) as archive:
+            obj = read_archive(archive)
+    except CheckpointError as e:
+        if str(e).startswith(path):
+            raise
+        raise CheckpointError(f"{path}: {e}") from e
+    except FILE_ERRORS as e:
+        raise CheckpointError(f"{path}: cannot read this checkpoint ({type(e).__name__}: {str(e)[:200]}); "
+                              "the file is corrupt or truncated") from e
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds {brief(obj)}; expected a dict (a state dict or a checkpoint "
+                              "with a 'model' entry)")
+    return obj

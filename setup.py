@@ -1,0 +1,34 @@
+"""Packaging for mst_ref: pip install -e ".[test]" (add ",torch" for the PyTorch reference)."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "mst_ref" / "__init__.py").read_text(), re.M).group(1)
+
+EXTRAS = {
+    "test": ["pytest", "hypothesis"],
+    "torch": ["torch"],  # reference/ (PyTorch definition of the model, training); mst_ref never imports it
+    "safetensors": ["safetensors"],
+}
+EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
+
+setup(
+    name="mst_ref",
+    version=VERSION,
+    description="Masked Spiking Transformer reference in NumPy: QCFS ANN, IF-neuron SNN, RSM masking",
+    long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["mst_ref", "mst_ref.*"]),
+    # Only the package's own non-Python files (if any) are installed; the sample data lives in the
+    # repository's data/ folder and is found from there, not shipped inside the package.
+    package_data={"mst_ref": ["*.json", "*.txt"]},
+    include_package_data=False,
+    zip_safe=False,  # numba's cache=True writes compiled kernels next to mst_ref/kernels.py
+    install_requires=["numpy", "scipy", "numba", "pillow"],
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["mst-ref = mst_ref.cli:main"]},
+)
