@@ -9,7 +9,7 @@ HERE = Path(__file__).resolve().parent
 VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "mst_ref" / "__init__.py").read_text(), re.M).group(1)
 
 EXTRAS = {
-    "test": ["pytest", "hypothesis"],
+    "test": ["pytest", "hypothesis", "safetensors"],
     "torch": ["torch"],  # reference/ (PyTorch definition of the model, training); mst_ref never imports it
     "safetensors": ["safetensors"],
 }

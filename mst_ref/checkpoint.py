@@ -13,7 +13,11 @@ data saved beside them (``config`` as a dict, ``epoch``, ``max_accuracy``, ...) 
   the config as UTF-8 JSON in a uint8 array (a 0-d unicode array is accepted too). Read with
   ``allow_pickle=False``: no code, no objects.
 - ``.safetensors``: through the optional ``safetensors`` package; the config is JSON in the metadata.
+
+Every unreadable, damaged or refused file raises :class:`CheckpointError` (a ValueError, defined in
+:mod:`mst_ref.safepickle`); a path with no file raises FileNotFoundError.
 """
+import collections
 import dataclasses
 import inspect
 import json
@@ -34,24 +38,15 @@ SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I
 
 
 def checkpoint_format(path):
-    """'torch', 'npz' or 'safetensors', from the suffix, else from the first bytes of the file."""
+    """'npz', 'safetensors' or 'torch' (anything else: the torch reader explains what a file is not)."""
     name = os.fspath(path).lower()
-    if name.endswith(".npz"):
-        return "npz"
-    if name.endswith(".safetensors"):
-        return "safetensors"
+    if name.endswith((".npz", ".safetensors")):
+        return name.rsplit(".", 1)[1]
     if name.endswith(TORCH_SUFFIXES):
         return "torch"
     with open(path, "rb") as f:
-        head = f.read(9)
-    if len(head) == 9 and head[8:9] == b"{":          # u64 header length, then the JSON header
-        return "safetensors"
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-        return "npz" if names and all(n.endswith(".npy") for n in names) else "torch"
-    except FILE_ERRORS:
-        return "torch"                                # let the torch reader explain what it is
+        head = f.read(9)                            # safetensors: u64 header length, then a JSON header
+    return "safetensors" if head[8:9] == b"{" else "torch"
 
 
 def load_state_dict(path):
@@ -69,6 +64,8 @@ def load_state_dict(path):
     meta : dict
         ``format``, ``config`` (a dict) where the file has one, and the checkpoint's other plain entries.
     """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint file at {os.fspath(path)}")
     kind = checkpoint_format(path)
     if kind == "npz":
         return _read_npz(path)
@@ -197,11 +194,9 @@ def _to_json(config):
 
 
 def save_npz(path, state, config=None):
-    """Write ``state`` (and ``config`` as JSON under ``__config__``) as an uncompressed .npz.
+    """Write ``state`` (``config`` as JSON under ``__config__``) as an uncompressed .npz, no pickles.
 
-    Writes the archive directly (as ``np.savez`` does) so the name is kept as given and arrays are
-    stored with ``allow_pickle=False``.
-    """
+    The archive is written as ``np.savez`` does, but under exactly the given name."""
     arrays = _checked_arrays(state)
     if config is not None:
         arrays["__config__"] = np.frombuffer(_to_json(config).encode("utf-8"), dtype=np.uint8)
@@ -289,9 +284,7 @@ def describe_checkpoint(path, img_size=None):
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     thresholds = {k[: -len(".up")]: float(v.reshape(-1)[0]) for k, v in state.items()
                   if k.endswith(".up") and v.size == 1}
-    dtypes = {}
-    for v in state.values():
-        dtypes[str(v.dtype)] = dtypes.get(str(v.dtype), 0) + 1
+    dtypes = dict(collections.Counter(str(v.dtype) for v in state.values()))
     try:
         architecture = dataclasses.asdict(infer_config(state, img_size or config_img_size(config)))
         error = None

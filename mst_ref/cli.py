@@ -5,6 +5,8 @@ Each subcommand is a function ``cmd_<name>(args) -> int`` (the exit status) regi
 here. Usage::
 
     mst-ref selfcheck [--neurons 10000] [--max-T 256] [--threshold 1.0] [--dtype float64] [--seed 0]
+    mst-ref inspect CHECKPOINT [--img-size N] [--thresholds] [--json]
+    mst-ref convert IN OUT [--force]
 """
 
 import argparse
@@ -79,6 +81,8 @@ def _build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_selfcheck)
 
+    from . import cli_checkpoint
+    cli_checkpoint.add_parsers(sub)
     return parser
 
 

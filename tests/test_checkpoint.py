@@ -6,8 +6,8 @@ torch.save) are the trusted reference; the live tests repeat the comparison agai
 installed. Hostile and damaged files are assembled here from raw pickle opcodes (see ``Op``), so the tests
 control every byte; a live test checks that torch reads these hand-made archives the same way.
 """
+import io
 import json
-import os
 import pickle
 import struct
 import sys
@@ -184,9 +184,10 @@ def test_legacy_and_torchscript_files_get_clear_errors():
         load_state_dict(FIXTURES / "torchscript.pt")
 
 
-def test_missing_file_is_file_not_found(tmp_path):
+@pytest.mark.parametrize("name", ["nope.pth", "nope.npz", "nope.safetensors", "nope"])
+def test_missing_file_is_file_not_found(name, tmp_path):
     with pytest.raises(FileNotFoundError):
-        read_torch_checkpoint(tmp_path / "nope.pth")
+        load_state_dict(tmp_path / name)
 
 
 # ---------------------------------------------------------------- safety: nothing in a file ever runs
@@ -209,7 +210,7 @@ def test_malicious_fixture_is_live_under_plain_pickle(tmp_path, monkeypatch):
             return None
 
     with pytest.raises(Exception):                         # the tensors cannot be rebuilt, after the payload ran
-        Plain(__import__("io").BytesIO(data)).load()
+        Plain(io.BytesIO(data)).load()
     assert (tmp_path / MARKER).exists()
 
 
@@ -502,8 +503,11 @@ def test_safetensors_round_trip_with_config(tmp_path, expected):
 def test_safetensors_without_the_package_says_pip_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "safetensors", None)
     monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
+    (tmp_path / "w.safetensors").write_bytes(b"\x02\0\0\0\0\0\0\0{}")
     with pytest.raises(CheckpointError, match="pip install safetensors"):
         load_state_dict(tmp_path / "w.safetensors")
+    with pytest.raises(CheckpointError, match="pip install safetensors"):
+        save_safetensors(tmp_path / "out.safetensors", {"w": np.ones(2)})
 
 
 def test_convert_and_inspect_commands(tmp_path, capsys):
