@@ -80,3 +80,377 @@ def if_scan(x, threshold, v):
                 out_t[m] = lam if s else zero
         v[lo:hi] = v_b
     return out
+
+
+# Rows of (R, C) work per parallel item of site_scan: about 16K elements, so that each item's membranes
+# stay in L1/L2 while the scan walks over t.
+_SITE_ELEMENTS = 16384
+
+
+@njit(parallel=True)
+def site_scan(x, T, add, add_rows, bias, scale, shift, lam, gain, v, u, p, pre, post, out):
+    """One activation site over T steps in one pass: affine prologue, IF scan, RSM, spike count.
+
+    Readable NumPy twin: :func:`mst_ref.neurons.site_scan_reference` (same signature and numbers).
+    Optional arrays are passed with zero size when absent.
+
+    Parameters
+    ----------
+    x : (Tx, R, C) ndarray of float32 or float64
+        Input currents of R rows of C neurons; Tx = T, or Tx = 1 for an input fed unchanged at every
+        step (the image, in direct coding).
+    T : int
+        Steps to simulate.
+    add : (T, R2, C) ndarray or empty
+        Added to x; row r reads ``add[t, add_rows[r]]`` (a token permutation) or ``add[t, r]``.
+    add_rows : (R,) int64 ndarray or empty
+    bias, scale, shift : (C,) ndarray or empty
+        Per-channel affine ops applied in this order (a linear layer's bias, then a folded BatchNorm
+        ``y * a + (beta - mu a)``, as :func:`mst_ref.layers.batch_norm` computes it).
+    lam : float
+        lambda, cast to x's dtype.
+    gain : float
+        Output of a kept spike is ``lam * gain`` (1; 1 / (1 - p) for rescaled RSM; 0 when p = 1).
+    v : (R, C) ndarray
+        Membrane potentials, updated in place.
+    u : (T, R, C) float64 ndarray or empty
+        RSM uniforms (drawn by the caller in time order); a spike is kept where ``u > p``.
+    p : float
+        RSM ratio.
+    pre : (T, R, C) ndarray or empty
+        Receives the input current y of every step (e.g. the residual stream after a BatchNorm).
+    post : (T, R, C) ndarray or empty
+        ``post += output`` (the residual add after the site), in place.
+    out : (T, R, C) ndarray or empty
+        Receives the outputs (0 or lam * gain).
+
+    Returns
+    -------
+    counts : (T,) int64 ndarray
+        Nonzero outputs at each step.
+
+    Notes
+    -----
+    .. math:: y = ((x + a) + b) \\cdot s + h ;\\quad v \\leftarrow v + y ;\\quad z = [v \\ge \\lambda] ;
+              \\quad v \\leftarrow v - z \\lambda ;\\quad \\mathrm{out} = z\\, [u > p]\\, \\lambda g
+
+    every operation rounded in x's dtype in this order, as the unfused NumPy ops round.
+    """
+    R, C = v.shape
+    Tx = x.shape[0]
+    has_add, has_rows = add.size > 0, add_rows.size > 0
+    has_bias, has_scale, has_shift = bias.size > 0, scale.size > 0, shift.size > 0
+    has_u, has_pre, has_post, has_out = u.size > 0, pre.size > 0, post.size > 0, out.size > 0
+    consts = np.empty(2, dtype=x.dtype)
+    consts[0] = lam
+    consts[1] = gain
+    lam_ = consts[0]
+    spike = lam_ * consts[1]  # the output of a kept spike, lambda * gain rounded in x's dtype
+    zero = lam_ - lam_
+    rows_per = max(1, _SITE_ELEMENTS // max(C, 1))
+    n_blocks = (R + rows_per - 1) // rows_per
+    partial = np.zeros((n_blocks, T), dtype=np.int64)
+    for blk in prange(n_blocks):
+        r0 = blk * rows_per
+        r1 = min(r0 + rows_per, R)
+        y = np.empty(C, dtype=x.dtype)  # (C,) one row's input currents
+        for t in range(T):
+            tx = t if Tx > 1 else 0
+            n = 0
+            for r in range(r0, r1):
+                for c in range(C):
+                    y[c] = x[tx, r, c]
+                if has_add:
+                    ra = add_rows[r] if has_rows else r
+                    for c in range(C):
+                        y[c] = y[c] + add[t, ra, c]
+                if has_bias:
+                    for c in range(C):
+                        y[c] = y[c] + bias[c]
+                if has_scale:
+                    for c in range(C):
+                        y[c] = y[c] * scale[c]
+                if has_shift:
+                    for c in range(C):
+                        y[c] = y[c] + shift[c]
+                if has_pre:
+                    for c in range(C):
+                        pre[t, r, c] = y[c]
+                for c in range(C):
+                    # v <- v + y ; z = [v >= lambda] ; v <- v - z lambda
+                    vm = v[r, c] + y[c]
+                    z = vm >= lam_
+                    v[r, c] = vm - (lam_ if z else zero)
+                    if has_u:
+                        z = z and u[t, r, c] > p
+                    o = spike if z else zero
+                    n += 1 if (z and o != zero) else 0
+                    if has_out:
+                        out[t, r, c] = o
+                    if has_post:
+                        post[t, r, c] = post[t, r, c] + o
+            partial[blk, t] = n
+    return partial.sum(axis=0)
+
+
+@njit
+def _if_row(x, bias, v, lam, spike, u, p, rec, z):
+    """IF + RSM on one row of neurons, one step (helper of :func:`window_attention_scan`).
+
+    ``x`` (n,) currents (``+ bias`` if it is not empty), ``v`` (n,) membranes updated in place; writes
+    ``z`` (n,) bool kept spikes and, if ``rec`` is not empty, ``rec`` (n,) outputs; returns the count.
+    """
+    zero = lam - lam
+    n = x.shape[0]
+    for d in range(n):
+        xd = x[d] + bias[d] if bias.size > 0 else x[d]
+        # v <- v + x_t ; s = [v >= lambda] ; v <- v - s lambda
+        m = v[d] + xd
+        fired = m >= lam
+        v[d] = m - (lam if fired else zero)
+        z[d] = fired
+    if u.size > 0:
+        for d in range(n):
+            z[d] = z[d] and u[d] > p
+    count = 0
+    for d in range(n):
+        z[d] = z[d] and spike != zero
+        count += z[d]
+    if rec.size > 0:
+        for d in range(n):
+            rec[d] = spike if z[d] else zero
+    return count
+
+
+@njit(parallel=True)
+def window_attention_scan(qkv, qkv_bias, grid, ws, shift, heads, lam, gain, p, score_table, rel_bias, smask,
+                          vq, vk, va, vv, vo, uq, uk, ua, uv, uo, rq, rk, ra, rv, out):
+    """MST's spiking window attention over T steps, fused: one work item per (image, window, head).
+
+    Readable NumPy twin: :func:`mst_ref.attention.window_attention_scan_reference` (same signature).
+    Optional arrays (``qkv_bias``, ``smask``, uniforms ``u*``, records ``r*``) have zero size when absent.
+
+    Parameters
+    ----------
+    qkv : (T, B*H*W, 3C) ndarray of float32 or float64
+        ``x W_qkv^T`` of every token, in grid order (before the roll): the qkv linear layer commutes
+        with the roll and the window partition, so they become index arithmetic here.
+    qkv_bias : (3C,) ndarray or empty
+    grid, ws, shift, heads : int
+        H = W of the token grid, Ws, the roll s of the block (0 or Ws // 2), nH.
+    lam, gain : (5,) ndarray of x's dtype
+        lambda and RSM gain of the sites q_if, k_if, attn_if, v_if, attn_v_if (a kept spike is
+        ``lam * gain``; gain 0 silences a site).
+    p : (5,) float64 ndarray
+        RSM ratios of the five sites (used where uniforms are given).
+    score_table : (hd + 1,) ndarray
+        ``(qs @ ks^T) * hd^-1/2`` of a query-key pair whose spikes coincide in c of the hd channels.
+    rel_bias : (nH, N, N) ndarray
+        Relative position bias. smask : (nW, N, N) ndarray or empty, the shift mask.
+    vq, vk, vv : (B, nW, nH, N, hd) ndarray; va : (B, nW, nH, N, N); vo : (B, nW, N, C)
+        Membranes of q_if, k_if, v_if, attn_if, attn_v_if, updated in place.
+    uq, uk, uv : (T, B, nW, nH, N, hd) float64 or empty; ua : (T, B, nW, nH, N, N); uo : (T, B, nW, N, C)
+        RSM uniforms.
+    rq, rk, rv, ra : like uq, uk, uv, ua, or empty
+        Receive the (masked) outputs of q_if, k_if, v_if, attn_if when recorded.
+    out : (T, B, nW, N, C) ndarray
+        Receives the outputs of attn_v_if.
+
+    Returns
+    -------
+    counts : (5, T) int64 ndarray
+        Nonzero outputs of q_if, k_if, attn_if, v_if, attn_v_if at each step.
+    pairs : (2, T) int64 ndarray
+        Multiplies with two nonzero operands in qs @ ks^T and p @ vs (:func:`mst_ref.modes.nonzero_pairs`).
+
+    Notes
+    -----
+    Per step, for window tokens i, j and channels d of the head (MST_SPEC section 3):
+
+    .. math:: a_{ij} = \\mathrm{IF}_{attn}(\\mathrm{table}[c_{ij}]),\\quad c_{ij} = \\sum_d [q_{id}][k_{jd}]
+              ;\\quad p = \\mathrm{softmax}(a + B_{rel} + M) ;\\quad o = \\mathrm{IF}_{attn\\_v}(p\\, v_s)
+
+    Spikes make two shortcuts exact: the scores are lambda_q lambda_k / sqrt(hd) times a small integer
+    c (counted, not multiplied), and each score entering the softmax takes one of two values, so its
+    exponentials are two tables per call, exp(base + {0, lambda_a} - M_i) with M_i the row maximum of
+    the base (bias + mask); the softmax divides by the row sum, which does not depend on the offset
+    M_i. When lambda_a is too large for that offset to be safe, the exponentials are taken per step.
+    Softmax outputs below the smallest normal float are set to 0 (in float32, the shift mask's
+    e^-100): they cannot change a spike, and subnormal arithmetic is about 100 times slower.
+    """
+    T = qkv.shape[0]
+    C = qkv.shape[2] // 3
+    hd = C // heads
+    N = ws * ws
+    side = grid // ws
+    nW = side * side
+    B = qkv.shape[1] // (grid * grid)
+    dt_one = np.ones(1, dtype=qkv.dtype)
+    zero = dt_one[0] - dt_one[0]
+    tiny = np.finfo(qkv.dtype).tiny
+    lq, lk, la, lv, lo = lam[0], lam[1], lam[2], lam[3], lam[4]
+    sq, sk, sa, sv, so = lq * gain[0], lk * gain[1], la * gain[2], lv * gain[3], lo * gain[4]
+    # exp(base + sa - M_i) <= exp(sa) must not overflow: else exponentiate per step (max-subtracted)
+    tables = sa < (60.0 if qkv.itemsize == 4 else 600.0)
+    no_u = np.empty(0, dtype=np.float64)  # absent uniforms / records of one row
+    no_r = np.empty(0, dtype=qkv.dtype)
+    bias_q = qkv_bias[0:C] if qkv_bias.size > 0 else qkv_bias
+    bias_k = qkv_bias[C:2 * C] if qkv_bias.size > 0 else qkv_bias
+    bias_v = qkv_bias[2 * C:3 * C] if qkv_bias.size > 0 else qkv_bias
+    n_items = B * nW * heads
+    part_counts = np.zeros((n_items, 5, T), dtype=np.int64)
+    part_pairs = np.zeros((n_items, 2, T), dtype=np.int64)
+    for item in prange(n_items):
+        b = item // (nW * heads)
+        w = (item // heads) % nW
+        h = item % heads
+        c0 = h * hd  # the head's first channel
+        rows = np.empty(N, dtype=np.int64)
+        for i in range(N):
+            # token i of window w of the rolled grid sits at (r + s, c + s) of the unrolled grid
+            gr = (w // side * ws + i // ws + shift) % grid
+            gc = (w % side * ws + i % ws + shift) % grid
+            rows[i] = b * grid * grid + gr * grid + gc
+        # softmax input a = (spike + bias) + mask, in the reference's order: base0 / base1 for a silent /
+        # spiking score, and their exponentials relative to M_i = max_j base0_ij
+        base0 = np.empty((N, N), dtype=qkv.dtype)
+        base1 = np.empty((N, N), dtype=qkv.dtype)
+        e0 = np.empty((N, N), dtype=qkv.dtype)
+        e1 = np.empty((N, N), dtype=qkv.dtype)
+        for i in range(N):
+            for j in range(N):
+                base0[i, j] = zero + rel_bias[h, i, j]
+                base1[i, j] = sa + rel_bias[h, i, j]
+                if smask.size > 0:
+                    base0[i, j] = base0[i, j] + smask[w, i, j]
+                    base1[i, j] = base1[i, j] + smask[w, i, j]
+            m = base0[i, 0]
+            for j in range(N):
+                m = max(m, base0[i, j])
+            for j in range(N):
+                x0 = np.exp(base0[i, j] - m)
+                x1 = np.exp(base1[i, j] - m)
+                e0[i, j] = x0 if x0 >= tiny else zero
+                e1[i, j] = x1 if x1 >= tiny else zero
+        vq_i, vk_i, vv_i, va_i = vq[b, w, h], vk[b, w, h], vv[b, w, h], va[b, w, h]  # (N, hd) / (N, N)
+        vo_i = vo[b, w]  # (N, C)
+        qz = np.empty((N, hd), dtype=np.bool_)  # kept spikes of q, k, v
+        kz = np.empty((N, hd), dtype=np.bool_)
+        vz = np.empty((N, hd), dtype=np.bool_)
+        kt = np.empty((hd, N), dtype=np.int32)  # k spikes, transposed, 0 / 1
+        cnt = np.empty(N, dtype=np.int32)  # c_ij of one query row
+        za = np.empty(N, dtype=np.bool_)
+        zo = np.empty(hd, dtype=np.bool_)
+        e = np.empty(N, dtype=qkv.dtype)
+        pt = np.empty((N, N), dtype=qkv.dtype)  # p transposed: pt[j, i] = p_ij
+        ot = np.empty((hd, N), dtype=qkv.dtype)  # (p @ vs) transposed
+        o = np.empty(hd, dtype=qkv.dtype)
+        col = np.empty(N, dtype=np.int64)  # nonzero p_ij of each column j
+        for t in range(T):
+            x_t = qkv[t]  # (B*H*W, 3C)
+            n_q = n_k = n_v = n_a = n_o = 0
+            # q_if, k_if, v_if on the head's channels of the window's tokens
+            for i in range(N):
+                r = rows[i]
+                n_q += _if_row(x_t[r, c0:c0 + hd], bias_q[c0:c0 + hd] if bias_q.size > 0 else bias_q, vq_i[i],
+                               lq, sq, uq[t, b, w, h, i] if uq.size > 0 else no_u, p[0],
+                               rq[t, b, w, h, i] if rq.size > 0 else no_r, qz[i])
+                n_k += _if_row(x_t[r, C + c0:C + c0 + hd], bias_k[c0:c0 + hd] if bias_k.size > 0 else bias_k,
+                               vk_i[i], lk, sk, uk[t, b, w, h, i] if uk.size > 0 else no_u,
+                               p[1], rk[t, b, w, h, i] if rk.size > 0 else no_r, kz[i])
+                n_v += _if_row(x_t[r, 2 * C + c0:2 * C + c0 + hd],
+                               bias_v[c0:c0 + hd] if bias_v.size > 0 else bias_v, vv_i[i], lv, sv,
+                               uv[t, b, w, h, i] if uv.size > 0 else no_u, p[3],
+                               rv[t, b, w, h, i] if rv.size > 0 else no_r, vz[i])
+            pairs_qk = 0
+            for d in range(hd):
+                nq_d = 0
+                nk_d = 0
+                for i in range(N):
+                    nq_d += qz[i, d]
+                    nk_d += kz[i, d]
+                    kt[d, i] = kz[i, d]
+                pairs_qk += nq_d * nk_d
+            for j in range(N):
+                col[j] = 0
+            for i in range(N):
+                # c_ij = sum_d [q_id][k_jd]: exact small integers
+                for j in range(N):
+                    cnt[j] = 0
+                for d in range(hd):
+                    if qz[i, d]:
+                        for j in range(N):
+                            cnt[j] += kt[d, j]
+                # attn_if on the scores: v <- v + x_t ; s = [v >= lambda] ; v <- v - s lambda
+                va_r = va_i[i]
+                for j in range(N):
+                    m = va_r[j] + score_table[cnt[j]]
+                    fired = m >= la
+                    va_r[j] = m - (la if fired else zero)
+                    za[j] = fired
+                if ua.size > 0:
+                    u_r = ua[t, b, w, h, i]
+                    for j in range(N):
+                        za[j] = za[j] and u_r[j] > p[2]
+                for j in range(N):
+                    za[j] = za[j] and sa != zero
+                    n_a += za[j]
+                if ra.size > 0:
+                    r_r = ra[t, b, w, h, i]
+                    for j in range(N):
+                        r_r[j] = sa if za[j] else zero
+                # p = softmax(a + bias + mask): e_ij = exp(a_ij - M_i) from the tables, or per step
+                if tables:
+                    for j in range(N):
+                        e[j] = e1[i, j] if za[j] else e0[i, j]
+                else:
+                    for j in range(N):
+                        e[j] = base1[i, j] if za[j] else base0[i, j]
+                    m = e[0]
+                    for j in range(N):
+                        m = max(m, e[j])
+                    for j in range(N):
+                        x1 = np.exp(e[j] - m)
+                        e[j] = x1 if x1 >= tiny else zero
+                total = zero
+                for j in range(N):
+                    total += e[j]
+                for j in range(N):
+                    pij = e[j] / total
+                    pij = pij if pij >= tiny else zero
+                    pt[j, i] = pij
+                    col[j] += pij != zero
+            # o = p @ vs: add column j of p to the channels d where v_j spiked
+            for d in range(hd):
+                for i in range(N):
+                    ot[d, i] = zero
+            pairs_pv = 0
+            for j in range(N):
+                n_vj = 0
+                for d in range(hd):
+                    if vz[j, d]:
+                        n_vj += 1
+                        pt_j = pt[j]
+                        ot_d = ot[d]
+                        for i in range(N):
+                            ot_d[i] += pt_j[i] * sv
+                pairs_pv += col[j] * n_vj
+            # attn_v_if on o (heads merged: channel c0 + d of token i)
+            out_t = out[t, b, w]  # (N, C)
+            for i in range(N):
+                for d in range(hd):
+                    o[d] = ot[d, i]
+                n_o += _if_row(o, bias_q[0:0], vo_i[i, c0:c0 + hd], lo, so,
+                               uo[t, b, w, i, c0:c0 + hd] if uo.size > 0 else no_u, p[4],
+                               no_r, zo)
+                out_r = out_t[i]
+                for d in range(hd):
+                    out_r[c0 + d] = so if zo[d] else zero
+            part_counts[item, 0, t] = n_q
+            part_counts[item, 1, t] = n_k
+            part_counts[item, 2, t] = n_a
+            part_counts[item, 3, t] = n_v
+            part_counts[item, 4, t] = n_o
+            part_pairs[item, 0, t] = pairs_qk
+            part_pairs[item, 1, t] = pairs_pv
+    return part_counts.sum(axis=0), part_pairs.sum(axis=0)

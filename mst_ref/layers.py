@@ -12,7 +12,8 @@ only LayerNorm), ``nn.Linear``, the stride = kernel ``nn.Conv2d`` of the patch e
 
 import numpy as np
 
-__all__ = ["BN_EPS", "LN_EPS", "bn_params", "batch_norm", "layer_norm", "linear", "patch_embed", "head"]
+__all__ = ["BN_EPS", "LN_EPS", "bn_params", "bn_affine", "batch_norm", "layer_norm", "linear", "patch_embed",
+           "head"]
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm1d default
 LN_EPS = 1e-5  # torch.nn.LayerNorm default
@@ -50,11 +51,24 @@ def batch_norm(x, weight, bias, running_mean, running_var, eps=BN_EPS):
     ``x a + (beta - mu a)`` that torch's CPU kernel uses. Affine, so it commutes with the mean over
     time: the SNN needs no correction here.
     """
+    a, shift = bn_affine(weight, bias, running_mean, running_var, eps)  # (C,), (C,)
+    y = x * a  # (..., C)
+    y += shift
+    return y
+
+
+def bn_affine(weight, bias, running_mean, running_var, eps=BN_EPS):
+    """Eval-mode BatchNorm as the per-channel affine map ``y = x * a + shift`` that :func:`batch_norm` applies.
+
+    Returns
+    -------
+    a, shift : (C,) ndarray
+        ``a = gamma / sqrt(var + eps)``, ``shift = beta - mu * a`` (the fused kernels apply the same two
+        arrays, so they round exactly as :func:`batch_norm` does).
+    """
     # y = (x - mu) / sqrt(var + eps) * gamma + beta = x * a + (beta - mu * a),  a = gamma / sqrt(var + eps)
     a = weight * (1.0 / np.sqrt(running_var + eps))  # (C,)
-    y = x * a  # (..., C)
-    y += bias - running_mean * a
-    return y
+    return a, bias - running_mean * a
 
 
 def layer_norm(x, weight, bias, eps=LN_EPS):
@@ -102,14 +116,19 @@ def linear(x, weight, bias=None):
     -----
     .. math:: y = x W^\\top + b
 
-    One stacked matmul over all leading axes (T, B, windows, ...); NumPy calls BLAS on each trailing
-    matrix, so a step computed alone gives the same bits as the same step inside a (T, ...) stack.
+    One BLAS matrix product per index of the first axis (per step of ``(T, B, ...)``, per image of
+    ``(B, N, ...)``): the other leading axes are folded into the rows. So a step computed alone is the
+    same matrix product, with the same bits, as that step inside a ``(T, ...)`` stack, and each product
+    is large enough for BLAS to run near its peak (one product per window would be thousands of tiny ones).
     """
+    lead = x.shape[:-1]
+    if x.ndim > 3:
+        x = x.reshape(x.shape[0], -1, x.shape[-1])  # (T, B*..., Cin): one matrix per step
     # y = x W^T + b
-    y = x @ weight.T  # (..., Cout)
+    y = x @ weight.T  # (T, B*..., Cout)
     if bias is not None:
         y += bias
-    return y
+    return y.reshape(*lead, weight.shape[0])  # (..., Cout)
 
 
 def patch_embed(images, weight, bias):

@@ -22,6 +22,7 @@ import functools
 
 import numpy as np
 
+from . import fast
 from .attention import window_attention
 from .layers import batch_norm, bn_params, head, layer_norm, linear, patch_embed
 from .layout import MSTConfig, check_state, infer_config, random_state_dict, site_names
@@ -104,7 +105,14 @@ class MST:
         Returns
         -------
         logits : (B, K) ndarray (ANN) or (T, B, K) head outputs of each step (SNN)
+
+        Notes
+        -----
+        A spiking mode without compensation (and ``mode.fast``, the default) runs the same network
+        through the fused kernels of :mod:`mst_ref.fast`; the code below is the readable version.
         """
+        if fast.supports(mode):
+            return fast.forward(self, images, mode)
         s = self.state
         x = patch_embed(images, s["patch_embed.proj.weight"], s["patch_embed.proj.bias"])  # (B, N, C)
         x = batch_norm(x, *bn_params(s, "patch_embed.norm"))  # (B, N, C)
@@ -232,7 +240,7 @@ class MST:
         return logits, {name: mode.records[name][0] for name in self.site_names if name in mode.record}
 
     def snn_forward(self, images, timesteps, mask_ratio=0.0, rng=None, record=None, chunk=None,
-                    compensation="none", mask_sites="published", mask_rescale=False):
+                    compensation="none", mask_sites="published", mask_rescale=False, fast=True):
         """The SNN (published ``snn_validate``): IF neurons, the image fed at every step.
 
         Parameters
@@ -249,6 +257,9 @@ class MST:
             within about 1 GiB (:func:`mst_ref.simulate.default_chunk`). Results do not depend on it.
         compensation : {"none", "expectation"}
             Faithful per-step softmax / LayerNorm / products, or the expectation form (MST_SPEC 8).
+        fast : bool
+            Run through the fused kernels (:mod:`mst_ref.fast`; without compensation), or one NumPy op
+            at a time (the readable path). Same numbers up to float rounding.
 
         Returns
         -------
@@ -256,11 +267,16 @@ class MST:
             :class:`mst_ref.simulate.SNNResult`.
         """
         timesteps = check_timesteps(timesteps, "timesteps")
-        sim = StepSimulator(self, images, mask_ratio, rng, compensation, record, mask_sites, mask_rescale)
+        sim = self.step_simulator(images, mask_ratio, rng, compensation, record, mask_sites, mask_rescale, fast)
         chunk = default_chunk(self.config, sim.batch_size, self.dtype, timesteps) if chunk is None else chunk
         return sim.run(timesteps, chunk)
 
     def step_simulator(self, images, mask_ratio=0.0, rng=None, compensation="none", record=None,
-                       mask_sites="published", mask_rescale=False):
-        """A :class:`mst_ref.simulate.StepSimulator`: the SNN one step (or chunk) at a time."""
-        return StepSimulator(self, images, mask_ratio, rng, compensation, record, mask_sites, mask_rescale)
+                       mask_sites="published", mask_rescale=False, fast=True):
+        """A :class:`mst_ref.simulate.StepSimulator`: the SNN one step (or chunk) at a time.
+
+        ``fast`` as in :meth:`snn_forward`.
+        """
+        sim = StepSimulator(self, images, mask_ratio, rng, compensation, record, mask_sites, mask_rescale)
+        sim.mode.fast = bool(fast)
+        return sim

@@ -41,7 +41,8 @@ from .masking import SpikeMasker
 from .neurons import if_neuron
 from .qcfs import clip_activation, qcfs
 
-__all__ = ["COMPENSATIONS", "Carry", "Mode", "running_sum", "expectation_op", "expectation_product"]
+__all__ = ["COMPENSATIONS", "Carry", "Mode", "running_sum", "expectation_op", "expectation_product",
+           "nonzero_pairs"]
 
 COMPENSATIONS = ("none", "expectation")
 
@@ -174,6 +175,31 @@ def expectation_product(a, b, carry):
     return y, Carry(carry.steps + a.shape[0], (A[-1].copy(), B[-1].copy()), P[-1].copy())
 
 
+def nonzero_pairs(a, b):
+    """Per step, the multiplies of ``a @ b`` whose two operands are both nonzero (for energy accounting).
+
+    Parameters
+    ----------
+    a : (T, ..., n, k) ndarray
+    b : (T, ..., k, m) ndarray
+
+    Returns
+    -------
+    pairs : (T,) int64 ndarray
+
+    Notes
+    -----
+    .. math:: \\mathrm{pairs}_t = \\sum_{\\ldots, k} \\mathrm{nnz}(a_t[\\ldots, :, k])\\,
+              \\mathrm{nnz}(b_t[\\ldots, k, :])
+
+    For binary q and k this is the number of (query, key, d) triples where both spike: the
+    accumulates an event-driven q k^T performs (:mod:`mst_ref.energy`).
+    """
+    na = np.count_nonzero(a, axis=-2).astype(np.int64)  # (T, ..., k)
+    nb = np.count_nonzero(b, axis=-1).astype(np.int64)  # (T, ..., k)
+    return (na * nb).reshape(a.shape[0], -1).sum(axis=1)  # (T,)
+
+
 @dataclass
 class Mode:
     """The meaning of the activation sites and analog ops during a forward pass.
@@ -203,6 +229,14 @@ class Mode:
         SNN: site name -> ``(steps,)`` int64 counts of nonzero outputs (after masking) of each call.
     site_shapes : dict of {str: tuple}
         Site name -> shape of one step's output, ``(B, ...)``.
+    product_pairs : dict of {str: list of ndarray}
+        SNN: product name -> ``(steps,)`` int64 counts of multiplies with both operands nonzero
+        (:func:`nonzero_pairs`) of each call; for energy accounting.
+    fast : bool
+        SNN without compensation: run :meth:`mst_ref.model.MST.forward` through the fused kernels of
+        :mod:`mst_ref.fast` (same numbers within float rounding, same state, records and counts).
+        False: the readable path, one NumPy op at a time through :meth:`site`, :meth:`analog` and
+        :meth:`product` (needed by anything that hooks into those methods).
     """
 
     spiking: bool = False
@@ -216,6 +250,8 @@ class Mode:
     records: dict = field(default_factory=dict)
     spike_counts: dict = field(default_factory=dict)
     site_shapes: dict = field(default_factory=dict)
+    product_pairs: dict = field(default_factory=dict)
+    fast: bool = True
 
     def __post_init__(self):
         if self.compensation not in COMPENSATIONS:
@@ -260,21 +296,37 @@ class Mode:
             if v is None:
                 # pre-charge: v = lambda / 2
                 v = self.state[name] = np.full(x.shape[1:], x.dtype.type(threshold[0]) / 2, dtype=x.dtype)
-            y = if_neuron(x, threshold, v)  # (T, ...); v updated in place
+            y = if_neuron(x, threshold, v, check=False)  # (T, ...); v updated in place
         y = self.masker(name, y)
         self._observe(name, y)
         return y
 
     def _observe(self, name, y):
         """Keep the outputs of recorded sites; count the spikes of every SNN site."""
+        if self.spiking:
+            counts = np.count_nonzero(y.reshape(y.shape[0], -1), axis=1)  # (T,)
+            self.observe(name, y.shape[1:], counts, y)
+        else:
+            self.observe(name, y.shape, None, y)
+
+    def observe(self, name, shape, counts=None, y=None):
+        """Book one call of site ``name``: its output shape, its spike counts, its output if recorded.
+
+        Parameters
+        ----------
+        name : str
+        shape : tuple
+            One step's output shape ``(B, ...)`` (SNN), or the output shape (ANN).
+        counts : (steps,) int ndarray or None
+            SNN: nonzero outputs at each step (after RSM).
+        y : ndarray or None
+            The outputs, ``(steps, *shape)`` (SNN); needed only when the site is recorded.
+        """
         if name in self.record:
             self.records.setdefault(name, []).append(y)
+        self.site_shapes[name] = tuple(shape)
         if self.spiking:
-            self.site_shapes[name] = y.shape[1:]
-            counts = np.count_nonzero(y.reshape(y.shape[0], -1), axis=1)  # (T,)
-            self.spike_counts.setdefault(name, []).append(counts.astype(np.int64, copy=False))
-        else:
-            self.site_shapes[name] = y.shape
+            self.spike_counts.setdefault(name, []).append(np.asarray(counts).astype(np.int64, copy=False))
 
     def analog(self, name, f, x):
         """A non-spiking nonlinearity (softmax, LayerNorm): f(x) per step, or its expectation form.
@@ -310,6 +362,8 @@ class Mode:
         -------
         y : (..., n, m) ndarray
         """
+        if self.spiking:  # energy accounting: count the multiplies that meet two nonzero operands
+            self.product_pairs.setdefault(name, []).append(nonzero_pairs(a, b))
         if not (self.spiking and self.compensation == "expectation"):
             return a @ b  # (..., n, m)
         y, self.state[name] = expectation_product(a, b, self.state.get(name, Carry()))

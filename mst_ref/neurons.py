@@ -28,7 +28,7 @@ import numpy as np
 from . import kernels
 from .qcfs import _FLOAT_DTYPES, _as_float_array, _as_threshold
 
-__all__ = ["if_neuron", "if_neuron_reference", "IFState", "spike_counts"]
+__all__ = ["if_neuron", "if_neuron_reference", "IFState", "spike_counts", "site_scan_reference"]
 
 
 def _check_inputs(x, threshold, v):
@@ -102,7 +102,7 @@ def if_neuron_reference(x, threshold, v=None):
     return out
 
 
-def if_neuron(x, threshold, v=None):
+def if_neuron(x, threshold, v=None, check=True):
     """Multi-step IF neuron; the fast path (Numba kernel :func:`mst_ref.kernels.if_scan`).
 
     Same contract and same numbers as :func:`if_neuron_reference`.
@@ -116,6 +116,9 @@ def if_neuron(x, threshold, v=None):
     v : (...) ndarray, optional
         Membrane potentials before step 1, shape ``x.shape[1:]``, dtype ``x.dtype``; UPDATED IN PLACE.
         None: start from the pre-charge lambda / 2.
+    check : bool
+        Validate the arguments (shapes, dtypes, finite values). False skips the checks and their passes
+        over x, for callers that validated their inputs once at the entry (the model's sites).
 
     Returns
     -------
@@ -127,7 +130,11 @@ def if_neuron(x, threshold, v=None):
     .. math:: v \\leftarrow v + x_t ;\\quad s_t = [v \\ge \\lambda] ;\\quad v \\leftarrow v - s_t \\lambda ;
               \\quad \\mathrm{out}_t = s_t \\lambda
     """
-    x, lam, v = _check_inputs(x, threshold, v)
+    if check:
+        x, lam, v = _check_inputs(x, threshold, v)
+    else:
+        lam = x.dtype.type(np.asarray(threshold).reshape(-1)[0])
+        v = np.full(x.shape[1:], lam / 2, dtype=x.dtype) if v is None else v
     T = x.shape[0]
     M = v.size
     x2 = np.ascontiguousarray(x.reshape(T, M))  # (T, M)
@@ -227,3 +234,46 @@ class IFState:
         self.spike_count += out != 0
         self.t += 1
         return out
+
+
+def site_scan_reference(x, T, add, add_rows, bias, scale, shift, lam, gain, v, u, p, pre, post, out):
+    """One activation site over T steps: readable NumPy version of :func:`mst_ref.kernels.site_scan`.
+
+    Same signature, contract and numbers (see the kernel's docstring): optional arrays have zero size
+    when absent; ``v``, ``pre``, ``post`` and ``out`` are written in place; returns the ``(T,)`` int64
+    counts of nonzero outputs.
+
+    Notes
+    -----
+    .. math:: y = ((x + a) + b) \\cdot s + h ;\\quad v \\leftarrow v + y ;\\quad z = [v \\ge \\lambda] ;
+              \\quad v \\leftarrow v - z \\lambda ;\\quad \\mathrm{out} = z\\, [u > p]\\, \\lambda g
+    """
+    dt = v.dtype.type
+    lam, spike = dt(lam), dt(lam) * dt(gain)
+    counts = np.zeros(T, dtype=np.int64)
+    for t in range(T):
+        y = x[t if x.shape[0] > 1 else 0].copy()  # (R, C)
+        if add.size:
+            y = y + (add[t][add_rows] if add_rows.size else add[t])
+        if bias.size:
+            y = y + bias
+        if scale.size:
+            y = y * scale
+        if shift.size:
+            y = y + shift
+        if pre.size:
+            pre[t] = y
+        # v <- v + y ; z = [v >= lambda] ; v <- v - z lambda
+        v += y
+        z = v >= lam
+        v -= z * lam
+        # RSM: keep where u > p; a kept spike is lambda * gain
+        if u.size:
+            z &= u[t] > p
+        o = np.where(z, spike, dt(0))  # (R, C)
+        counts[t] = np.count_nonzero(o)
+        if out.size:
+            out[t] = o
+        if post.size:
+            post[t] += o
+    return counts

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import energy
 from .modes import Mode, running_sum
 
 __all__ = ["SNNResult", "StepSimulator", "check_timesteps", "default_chunk"]
@@ -61,6 +62,11 @@ class SNNResult:
         Masked sites -> p.
     compensation : str
         "none" or "expectation".
+    product_pairs_per_step : dict of {str: (T,) int64 ndarray}
+        Product (``<block>.attn.qk``, ``<block>.attn.pv``) -> multiplies with both operands nonzero at
+        each step, whole batch (:func:`mst_ref.modes.nonzero_pairs`).
+    config : MSTConfig or None
+        The model's architecture, for the energy accounting (:mod:`mst_ref.energy`).
     """
 
     step_logits: np.ndarray
@@ -70,6 +76,8 @@ class SNNResult:
     records: dict = field(default_factory=dict)
     mask_ratios: dict = field(default_factory=dict)
     compensation: str = "none"
+    product_pairs_per_step: dict = field(default_factory=dict)
+    config: object = None
 
     @property
     def timesteps(self):
@@ -107,6 +115,35 @@ class SNNResult:
         """dict site -> float: spikes per neuron per step (in [0, 1])."""
         return {name: c.sum() / (self.timesteps * math.prod(self.site_shapes[name]))
                 for name, c in self.spike_counts_per_step.items()}
+
+    # ---------------------------------------------------------------- energy (mst_ref.energy)
+
+    def _energy_config(self):
+        if self.config is None:
+            raise ValueError("energy accounting needs the model's config: this SNNResult has config=None "
+                             "(results of MST.snn_forward / StepSimulator carry it)")
+        return self.config
+
+    @property
+    def sops_by_site(self):
+        """dict site or product -> int: SOPs (spikes x fan-out; product pairs), all steps, whole batch."""
+        pairs = {name: int(c.sum()) for name, c in self.product_pairs_per_step.items()}
+        return energy.sops_by_site(self._energy_config(), self.spike_counts_by_site, pairs)
+
+    @property
+    def sops(self):
+        """int: total SOPs of the run, all steps, whole batch (:func:`mst_ref.energy.sops_by_site`)."""
+        return sum(self.sops_by_site.values())
+
+    @property
+    def macs(self):
+        """int: analog MACs of the run, whole batch (:func:`mst_ref.energy.snn_macs`)."""
+        return energy.snn_macs(self._energy_config(), self.timesteps, self.batch_size)
+
+    @property
+    def energy_pj(self):
+        """float: E_AC * sops + E_MAC * macs in pJ, whole batch (default constants of mst_ref.energy)."""
+        return energy.energy_pj(self.sops, self.macs)
 
 
 class StepSimulator:
@@ -194,4 +231,6 @@ class StepSimulator:
             records={n: np.concatenate(mode.records[n]) for n in self.model.site_names if n in mode.record},
             mask_ratios=dict(mode.masker.ratios),
             compensation=mode.compensation,
+            product_pairs_per_step={n: np.concatenate(c) for n, c in mode.product_pairs.items()},
+            config=self.model.config,
         )

@@ -18,6 +18,7 @@ __all__ = [
     "window_partition",
     "window_reverse",
     "cyclic_shift",
+    "window_order",
     "shift_attention_mask",
     "relative_position_index",
     "relative_position_bias",
@@ -92,6 +93,39 @@ def cyclic_shift(x, shift):
     .. math:: y[(i + s) \\bmod H, (j + s) \\bmod W] = x[i, j]
     """
     return np.roll(x, (shift, shift), axis=(-3, -2))  # (..., H, W, C)
+
+
+def window_order(resolution, window_size, shift):
+    """Where each token of the grid lands after the roll by ``-shift`` and the window partition.
+
+    Parameters
+    ----------
+    resolution : int
+        H = W of the token grid.
+    window_size : int
+        Ws.
+    shift : int
+        The block's roll s (0 or Ws // 2).
+
+    Returns
+    -------
+    order : (H*W,) int64 ndarray
+        ``order[r * W + c]`` is the index ``w * N + i`` of grid token (r, c) in the windows
+        ``window_partition(cyclic_shift(x, -s), Ws)`` flattened to ``(nW * N, C)``; so
+        ``windows.reshape(-1, C)[order]`` is ``cyclic_shift(window_reverse(windows), s)`` as a gather
+        (the fused SNN path adds the attention output to the residual stream this way).
+
+    Notes
+    -----
+    .. math:: r' = (r - s) \bmod H,\; c' = (c - s) \bmod W ;\quad
+              \mathrm{order}[r W + c] = (\lfloor r'/W_s \rfloor \tfrac{W}{W_s} + \lfloor c'/W_s \rfloor) W_s^2
+              + (r' \bmod W_s) W_s + c' \bmod W_s
+    """
+    ws, side = window_size, resolution // window_size
+    r, c = np.divmod(np.arange(resolution * resolution), resolution)  # (H*W,) grid coordinates
+    # position in the rolled grid: y[(i - s) mod H] = x[i] for the roll by -s
+    r, c = (r - shift) % resolution, (c - shift) % resolution
+    return ((r // ws * side + c // ws) * ws * ws + (r % ws) * ws + c % ws).astype(np.int64)  # (H*W,)
 
 
 def shift_attention_mask(resolution, window_size, shift, dtype=np.float32):

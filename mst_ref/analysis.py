@@ -1,0 +1,413 @@
+"""Why the spiking MST differs from its ANN: per-site errors, and which analog ops commute with time.
+
+Two measurements on real inputs:
+
+* :func:`site_errors`: at every activation site and for several T, the SNN's mean output (rate x
+  lambda) against the ANN's activation, with the difference split exactly into the parts conversion
+  theory names: leftover membrane (unevenness), quantization on the SNN side (L = T) and on the ANN side
+  (L), and the error of the site's own input, which carries what the upstream sites and the per-step
+  softmax, LayerNorm and products did.
+* :func:`commutation_check`: for every analog op f (linear layers, BatchNorm, the products q k^T and
+  p v, softmax, LayerNorm), does the mean over time of f applied per step equal f of the mean input?
+  Affine ops do, up to rounding; the others do not. That is why the faithful SNN plateaus
+  (MST_SPEC section 4) and why expectation compensation (section 8) makes it converge.
+
+Both run the model's own forward pass (:meth:`mst_ref.model.MST.forward`) with a
+:class:`~mst_ref.modes.Mode` that also adds up, over time, the inputs and outputs it sees (:class:`_Tap`).
+No spike train is kept, so memory does not grow with T, and one run to the largest T yields every
+smaller T on the way. Notation: z the ANN input of a site, a its ANN activation, x_t the SNN input at
+step t, s_t the SNN output (0 or lambda, after RSM), bars the means over steps 1..T.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .layers import batch_norm, bn_params, head, linear
+from .modes import Mode
+from .qcfs import clip_activation, qcfs
+from .simulate import check_timesteps, default_chunk
+
+__all__ = ["PARTS", "SiteErrors", "site_errors", "commutation_error", "commutation_check", "op_kind"]
+
+PARTS = ("unevenness", "time_quantization", "propagated", "ann_quantization")  # sum to rate - a
+
+
+@dataclass
+class _Tap(Mode):
+    """A :class:`~mst_ref.modes.Mode` that also sums over time what the analysis needs.
+
+    Attributes
+    ----------
+    watch : frozenset of str
+        Sites whose inputs and outputs are summed into ``sums["in", site]`` and ``sums["out", site]``.
+    after : dict of {str: list of (str, callable)}
+        Site or analog op -> ops ``(name, f)`` fed by its output (the linear layers and BatchNorms).
+    tap_ops : bool
+        Also sum the analog ops and products of the mode, and the ops of ``after``, applied per step:
+        ``sums["f", op]`` = sum_t f(x_t), ``sums["x", op, k]`` = sum_t of its k-th input.
+    sums : dict
+        float64 arrays without the time axis (the ANN's values as they are).
+    funcs : dict of {str: callable}
+        Op name -> f, in the order the ops were first seen (forward order).
+    fast : bool
+        Always False: the fused kernels of :mod:`mst_ref.fast` bypass the methods tapped here.
+    """
+
+    fast: bool = False
+    watch: frozenset = frozenset()
+    after: dict = field(default_factory=dict)
+    tap_ops: bool = False
+    sums: dict = field(default_factory=dict)
+    funcs: dict = field(default_factory=dict)
+
+    def _add(self, key, x):
+        # S <- S + sum_t x_t
+        s = x.sum(axis=0, dtype=np.float64) if self.spiking else x.astype(np.float64)
+        self.sums[key] = self.sums[key] + s if key in self.sums else s
+
+    def _add_op(self, name, f, *args):
+        self.funcs.setdefault(name, f)
+        self._add(("f", name), f(*args))  # f applied to each step's inputs
+        for k, arg in enumerate(args):
+            self._add(("x", name, k), arg)
+
+    def _feed(self, name, y):
+        if self.tap_ops:
+            for op, f in self.after.get(name, ()):
+                self._add_op(op, f, y)
+
+    def site(self, name, x, threshold):
+        y = super().site(name, x, threshold)
+        if name in self.watch:
+            self._add(("in", name), x)
+            self._add(("out", name), y)
+        self._feed(name, y)
+        return y
+
+    def analog(self, name, f, x):
+        y = super().analog(name, f, x)
+        if self.tap_ops:
+            self._add_op(name, f, x)
+        self._feed(name, y)
+        return y
+
+    def product(self, name, a, b):
+        if self.tap_ops:
+            self._add_op(name, np.matmul, a, b)
+        return super().product(name, a, b)
+
+
+def _stops(timesteps):
+    """Sorted distinct T values, each an int >= 1."""
+    values = [timesteps] if np.isscalar(timesteps) else list(timesteps)
+    if not values:
+        raise ValueError("timesteps must name at least one T, e.g. (1, 2, 4, 8)")
+    return tuple(sorted({check_timesteps(t, "each of timesteps") for t in values}))
+
+
+def _run_to(model, images, mode, t, stop, chunk):
+    """Advance the SNN ``mode`` from step t to ``stop``; return the sum of the head outputs (B, K)."""
+    total = 0.0
+    while t < stop:
+        mode.steps = min(chunk, stop - t)
+        total = total + model.forward(images, mode).sum(axis=0, dtype=np.float64)  # (B, K)
+        t += mode.steps
+    if mode.watch and not mode.sums:
+        raise RuntimeError("the forward pass did not go through Mode.site / analog / product, so nothing "
+                           "was measured; mst_ref.analysis needs the readable path (Mode.fast = False)")
+    return total
+
+
+def _batches(images, batch_size):
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    for start in range(0, len(images), batch_size):
+        yield start, images[start:start + batch_size]
+
+
+@dataclass
+class SiteErrors:
+    """Per-site ANN vs SNN errors: rows are sites in forward order, columns the T values.
+
+    Every per-neuron quantity is averaged over all neurons of the site and all images. See
+    :func:`site_errors` for the definitions.
+    """
+
+    sites: list  # R site names
+    timesteps: tuple  # C values of T
+    thresholds: np.ndarray  # (R,) lambda
+    mean_abs_error: np.ndarray  # (R, C) mean |r - a|
+    relative_error: np.ndarray  # (R, C) ||r - a|| / ||a|| (nan where a = 0 everywhere)
+    correlation: np.ndarray  # (R, C) Pearson correlation of r and a (nan where either is constant)
+    unevenness: np.ndarray  # (R, C) mean |r - qcfs_T(x)|
+    time_quantization: np.ndarray  # (R, C) mean |qcfs_T(x) - clip(x)|
+    propagated: np.ndarray  # (R, C) mean |clip(x) - clip(z)|
+    input_error: np.ndarray  # (R, C) mean |x - z|
+    ann_quantization: np.ndarray  # (R,) mean |clip(z) - a|
+    clip_above: np.ndarray  # (R,) fraction of z > lambda
+    clip_below: np.ndarray  # (R,) fraction of z < 0
+    clip_amount: np.ndarray  # (R,) mean |z - clip(z)|
+    ann_mean: np.ndarray  # (R,) mean a
+    logit_error: np.ndarray  # (C,) ||mean SNN logits - ANN logits|| / ||ANN logits||
+    accuracy: np.ndarray = None  # (C,) SNN accuracy at each T, when labels were given
+    ann_accuracy: float = None
+    num_images: int = 0
+    compensation: str = "none"
+    quantize: bool = True  # reference ANN: QCFS (True) or clip (False)
+    levels: int = 16  # L of the reference QCFS
+
+    def parts(self, column=-1):
+        """dict part name -> (R,) mean |part| at one column, in :data:`PARTS` order."""
+        return {"unevenness": self.unevenness[:, column], "time_quantization": self.time_quantization[:, column],
+                "propagated": self.propagated[:, column], "ann_quantization": self.ann_quantization}
+
+
+def site_errors(model, images, timesteps=(1, 2, 4, 8, 16, 32), compensation="none", mask_ratio=0.0, rng=None,
+                sites=None, labels=None, quantize=True, batch_size=8, mask_sites="published", progress=None):
+    """Compare every site's SNN mean output with the ANN's activation, for several T, split into parts.
+
+    Parameters
+    ----------
+    model : MST
+    images : (B, Cin, H, W) float ndarray
+        Normalised images.
+    timesteps : int or iterable of int
+        The T values; one SNN run to the largest passes through all of them.
+    compensation : {"none", "expectation"}
+        The SNN compared (faithful, or expectation-compensated, MST_SPEC section 8).
+    mask_ratio, rng, mask_sites
+        RSM of the SNN (:meth:`mst_ref.model.MST.snn_forward`). The ANN reference is never masked.
+    sites : None, str or iterable of str
+        Sites to analyse (names or glob patterns); None: all.
+    labels : (B,) int ndarray or None
+        Given: the accuracies of the ANN and of the SNN at each T are computed too.
+    quantize : bool
+        Reference ANN: QCFS with the model's L (True, the trained network) or clip (False, the
+        network the compensated SNN converges to).
+    batch_size : int
+        Images per run (memory ~ batch_size x all sites' neurons x 3 float64 sums, plus one chunk).
+    progress : callable or None
+        Called as ``progress(images_done, images_total)`` after each batch.
+
+    Returns
+    -------
+    SiteErrors
+
+    Notes
+    -----
+    At a site with threshold lambda, for one neuron: z is its ANN input, a = qcfs_L(z) its ANN
+    activation (clip(z, 0, lambda) when ``quantize=False``); x_t its SNN input at step t and
+    :math:`\\bar x = \\frac1T \\sum_t x_t`; s_t its SNN output after RSM and
+    :math:`r = \\frac1T \\sum_t s_t` (rate x lambda). The error e = r - a is reported as mean |e|,
+    ||e|| / ||a|| and the correlation of r with a, and it splits exactly into four parts:
+
+    .. math:: r - a = \\underbrace{r - q_T(\\bar x)}_{\\text{unevenness}}
+              + \\underbrace{q_T(\\bar x) - c(\\bar x)}_{\\text{time quantization}}
+              + \\underbrace{c(\\bar x) - c(z)}_{\\text{propagated}}
+              + \\underbrace{c(z) - a}_{\\text{ANN quantization}}
+
+    with :math:`q_T` QCFS at L = T and :math:`c(x) = \\mathrm{clip}(x, 0, \\lambda)`.
+
+    - unevenness: an IF neuron fed its mean input at every step emits exactly :math:`q_T(\\bar x)`
+      (MST_SPEC section 2), so this part is due to the order in which the input arrived. Since
+      :math:`v_T = \\lambda/2 + \\sum_t x_t - \\sum_t s_t`, it equals the difference of leftover
+      membranes, :math:`(v_T^{even} - v_T) / T`. With RSM it also holds the masked spikes.
+    - time quantization: the rate has only T + 1 values; :math:`|.| \\le \\lambda / (2T)`.
+    - propagated: the error of the site's mean input passed through the clip. ``input_error`` =
+      mean :math:`|\\bar x - z|` (>= |propagated|) is that input error itself: the errors of upstream
+      sites carried by the affine layers, plus what softmax, LayerNorm and the q k^T, p v products
+      acting per step add upstream (they do not commute with the mean over time:
+      :func:`commutation_check`). In the faithful SNN it does not vanish as T grows; with expectation
+      compensation it does, except for the ANN's own quantization of upstream sites.
+    - ANN quantization: QCFS vs its continuous limit, :math:`|.| \\le \\lambda / (2L)`; independent
+      of T, and 0 when ``quantize=False``.
+
+    The clipping of conversion theory (what a ReLU network would pass on and both networks cut) is
+    reported for the ANN input: ``clip_above``, ``clip_below`` (fractions of z above lambda, below 0)
+    and ``clip_amount`` = mean :math:`|z - c(z)|`. It is not part of e.
+    """
+    images = model.check_images(images)
+    stops = _stops(timesteps)
+    chosen = model.select_sites("all" if sites is None else sites)
+    names = [n for n in model.site_names if n in chosen]
+    lam = np.array([float(model.state[f"{n}.up"].reshape(-1)[0]) for n in names])  # (R,)
+    R, C, L = len(names), len(stops), model.config.qcfs_levels
+    per_t = {k: np.zeros((R, C)) for k in ("abs", "sq", "r", "rr", "ra", "uneven", "timeq", "prop", "input")}
+    once = {k: np.zeros(R) for k in ("n", "a", "aa", "annq", "above", "below", "clip")}
+    logit_sq, ann_sq, correct, ann_correct = np.zeros(C), 0.0, np.zeros(C), 0
+    chunk = default_chunk(model.config, min(batch_size, len(images)), model.dtype, stops[-1])
+    for start, x in _batches(images, batch_size):
+        ann = _Tap(spiking=False, quantize=quantize, levels=L, watch=chosen)
+        ann_logits = model.forward(x, ann).astype(np.float64)  # (B, K)
+        snn = _Tap(spiking=True, levels=L, compensation=compensation, watch=chosen,
+                   masker=model.masker(mask_ratio, rng, mask_sites))
+        for r_, n in enumerate(names):
+            z, a = ann.sums["in", n], ann.sums["out", n]
+            cz = clip_activation(z, lam[r_])
+            once["n"][r_] += z.size
+            once["a"][r_] += a.sum()
+            once["aa"][r_] += (a * a).sum()
+            once["annq"][r_] += np.abs(cz - a).sum()
+            once["above"][r_] += np.count_nonzero(z > lam[r_])
+            once["below"][r_] += np.count_nonzero(z < 0)
+            once["clip"][r_] += np.abs(z - cz).sum()
+        t, logit_sum = 0, 0.0
+        ann_sq += (ann_logits**2).sum()
+        if labels is not None:
+            ann_correct += np.count_nonzero(ann_logits.argmax(-1) == labels[start:start + len(x)])
+        for c, T in enumerate(stops):
+            logit_sum = logit_sum + _run_to(model, x, snn, t, T, chunk)  # (B, K)
+            t = T
+            logit_sq[c] += ((logit_sum / T - ann_logits) ** 2).sum()
+            if labels is not None:
+                correct[c] += np.count_nonzero(logit_sum.argmax(-1) == labels[start:start + len(x)])
+            for r_, n in enumerate(names):
+                z, a = ann.sums["in", n], ann.sums["out", n]
+                xbar, rate = snn.sums["in", n] / T, snn.sums["out", n] / T
+                qx, cx = qcfs(xbar, lam[r_], T), clip_activation(xbar, lam[r_])
+                e = rate - a
+                per_t["abs"][r_, c] += np.abs(e).sum()
+                per_t["sq"][r_, c] += (e * e).sum()
+                per_t["r"][r_, c] += rate.sum()
+                per_t["rr"][r_, c] += (rate * rate).sum()
+                per_t["ra"][r_, c] += (rate * a).sum()
+                per_t["uneven"][r_, c] += np.abs(rate - qx).sum()
+                per_t["timeq"][r_, c] += np.abs(qx - cx).sum()
+                per_t["prop"][r_, c] += np.abs(cx - clip_activation(z, lam[r_])).sum()
+                per_t["input"][r_, c] += np.abs(xbar - z).sum()
+        if progress is not None:
+            progress(start + len(x), len(images))
+
+    n, nc = once["n"], once["n"][:, None]  # (R,), (R, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_r, mean_a = per_t["r"] / nc, (once["a"] / n)[:, None]
+        cov = per_t["ra"] / nc - mean_r * mean_a
+        var_r, var_a = per_t["rr"] / nc - mean_r**2, (once["aa"] / n)[:, None] - mean_a**2
+        correlation = np.where((var_r > 0) & (var_a > 0), cov / np.sqrt(var_r * var_a), np.nan)
+        relative = np.where(once["aa"][:, None] > 0, np.sqrt(per_t["sq"] / once["aa"][:, None]), np.nan)
+    return SiteErrors(
+        sites=names, timesteps=stops, thresholds=lam,
+        mean_abs_error=per_t["abs"] / nc, relative_error=relative, correlation=np.clip(correlation, -1, 1),
+        unevenness=per_t["uneven"] / nc, time_quantization=per_t["timeq"] / nc, propagated=per_t["prop"] / nc,
+        input_error=per_t["input"] / nc, ann_quantization=once["annq"] / n, clip_above=once["above"] / n,
+        clip_below=once["below"] / n, clip_amount=once["clip"] / n, ann_mean=once["a"] / n,
+        logit_error=np.sqrt(logit_sq / ann_sq) if ann_sq > 0 else np.full(C, np.nan),
+        accuracy=None if labels is None else correct / len(images),
+        ann_accuracy=None if labels is None else ann_correct / len(images),
+        num_images=len(images), compensation=compensation, quantize=quantize, levels=L,
+    )
+
+
+# ---------------------------------------------------------------- commutation of analog ops with time
+
+
+def commutation_error(f, *trains):
+    """Relative error of f applied per step, averaged, against f of the averaged inputs.
+
+    Parameters
+    ----------
+    f : callable
+        The op; f(*inputs of one step), broadcasting over leading axes.
+    *trains : (T, ...) ndarrays
+        Its inputs at each step.
+
+    Returns
+    -------
+    float
+        :math:`\\| \\frac1T \\sum_t f(x_t) - f(\\bar x) \\| / \\| f(\\bar x) \\|` (Frobenius norms,
+        float64), 0 for affine f up to rounding.
+    """
+    mean_f = np.mean(f(*trains), axis=0, dtype=np.float64)
+    f_mean = f(*(np.mean(x, axis=0, dtype=np.float64) for x in trains))
+    return float(np.linalg.norm(mean_f - f_mean) / np.linalg.norm(f_mean))
+
+
+_KINDS = {"qkv": "linear", "proj": "linear", "fc1": "linear", "fc2": "linear", "head": "linear",
+          "norm1": "batch_norm", "norm": "layer_norm", "softmax": "softmax", "qk": "product", "pv": "product"}
+
+
+def op_kind(name):
+    """Kind of an op of :func:`commutation_check`: linear, batch_norm, layer_norm, softmax or product."""
+    return _KINDS[name.rsplit(".", 1)[-1]]
+
+
+def _fed_ops(model):
+    """Ops fed by a site's (or the final LayerNorm's) output: site -> [(op name, f)], forward order."""
+    s, after = model.state, {}
+
+    def affine(prefix, norm):  # Linear, then BatchNorm where the 'imagenet' MLP has one
+        w, b = s[f"{prefix}.weight"], s.get(f"{prefix}.bias")
+        bn = bn_params(s, norm) if norm else None
+        return lambda y: linear(y, w, b) if bn is None else batch_norm(linear(y, w, b), *bn)
+
+    for i, stage in enumerate(model.config.stages):
+        for j in range(stage.depth):
+            p = f"layers.{i}.blocks.{j}"
+            mlp_bn = model.config.mlp_norm
+            if j == 0:  # the stage's input is a site's output only in its first block
+                source = "patch_embed.proj_if" if i == 0 else f"layers.{i - 1}.downsample.reduction_if"
+                bn = bn_params(s, f"{p}.norm1")
+                after.setdefault(source, []).append((f"{p}.norm1", lambda y, bn=bn: batch_norm(y, *bn)))
+            after.setdefault(f"{p}.shortcut1_if", []).append((f"{p}.attn.qkv", affine(f"{p}.attn.qkv", None)))
+            after.setdefault(f"{p}.attn.attn_v_if", []).append((f"{p}.attn.proj", affine(f"{p}.attn.proj", None)))
+            after.setdefault(f"{p}.shortcut2_if", []).append(
+                (f"{p}.mlp.fc1", affine(f"{p}.mlp.fc1", mlp_bn and f"{p}.mlp.norm1")))
+            after.setdefault(f"{p}.mlp.fc1_if", []).append(
+                (f"{p}.mlp.fc2", affine(f"{p}.mlp.fc2", mlp_bn and f"{p}.mlp.norm2")))
+    after["norm"] = [("head", lambda y: head(y, s["head.weight"], s["head.bias"]))]
+    return after
+
+
+def commutation_check(model, images, timesteps=16, compensation="none", mask_ratio=0.0, rng=None,
+                      batch_size=8, mask_sites="published"):
+    """Does each analog op of the model commute with the mean over time, on inputs from an SNN run?
+
+    Parameters
+    ----------
+    model : MST
+    images : (B, Cin, H, W) float ndarray
+    timesteps : int
+        T of the SNN run that supplies the inputs.
+    compensation, mask_ratio, rng, mask_sites
+        The SNN run, as in :meth:`mst_ref.model.MST.snn_forward`.
+    batch_size : int
+
+    Returns
+    -------
+    dict of {str: float}
+        Op name -> relative error (:func:`commutation_error`, norms over all images), in forward
+        order. Ops: ``<block>.norm1`` (BatchNorm, first block of each stage, whose input is a site's
+        output), ``<block>.attn.qkv``, ``.attn.qk`` (q k^T), ``.attn.softmax``, ``.attn.pv`` (p v),
+        ``.attn.proj``, ``<block>.mlp.fc1``, ``.mlp.fc2`` (Linear [+ BatchNorm]), ``norm`` (the final
+        LayerNorm) and ``head`` (mean over tokens + Linear). :func:`op_kind` names the kind of each.
+
+    Notes
+    -----
+    Each op's inputs are the ones it really receives in that run: x_t (or a_t, b_t for a product),
+    taken from the mode's analog ops and products and from the outputs of the sites feeding the
+    linear layers. Reported: :math:`\\| \\frac1T \\sum_t f(x_t) - f(\\bar x) \\| / \\| f(\\bar x) \\|`.
+    Affine ops give 0 up to float rounding; softmax, LayerNorm and the products do not, because they
+    are not linear in x_t, so the faithful SNN's layer means drift from the ANN's (MST_SPEC section 4).
+    Expectation compensation makes each such op emit increments whose mean is exactly f of the mean
+    input (section 8), which is why it converges.
+    """
+    images = model.check_images(images)
+    T = check_timesteps(timesteps, "timesteps")
+    chunk = default_chunk(model.config, min(batch_size, len(images)), model.dtype, T)
+    after, num, den = _fed_ops(model), {}, {}
+    for _, x in _batches(images, batch_size):
+        tap = _Tap(spiking=True, levels=model.config.qcfs_levels, compensation=compensation, after=after,
+                   tap_ops=True, masker=model.masker(mask_ratio, rng, mask_sites))
+        _run_to(model, x, tap, 0, T, chunk)
+        for op, f in tap.funcs.items():
+            k = 0
+            inputs = []
+            while ("x", op, k) in tap.sums:
+                inputs.append(tap.sums["x", op, k] / T)
+                k += 1
+            # || mean_t f(x_t) - f(mean_t x_t) ||^2 and || f(mean_t x_t) ||^2, added over batches
+            f_mean = f(*inputs)
+            num[op] = num.get(op, 0.0) + float(((tap.sums["f", op] / T - f_mean) ** 2).sum())
+            den[op] = den.get(op, 0.0) + float((f_mean**2).sum())
+    return {op: np.sqrt(num[op] / den[op]) if den[op] > 0 else float("nan") for op in num}

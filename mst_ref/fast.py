@@ -1,0 +1,234 @@
+"""The SNN forward pass through fused kernels: the network of :mod:`mst_ref.model`, a few passes per block.
+
+:meth:`mst_ref.model.MST.forward` reads as the paper does, one NumPy operation at a time. Run that way,
+the SNN spends its time outside the matrix products: every activation site makes several passes over
+its ``(T, ...)`` arrays (affine op, scan, mask, count), and window attention runs thousands of tiny
+matrix products per step. This module computes the same network, for a :class:`~mst_ref.modes.Mode`
+that is spiking without compensation, as
+
+- one BLAS matrix product per step for each linear layer, on ``(B*tokens, C)`` rows in grid order
+  (:func:`mst_ref.layers.linear`);
+- one pass per activation site (:func:`mst_ref.kernels.site_scan`), with the neighbouring affine ops
+  (the linear bias, BatchNorm, the residual adds) and RSM fused in;
+- one kernel for window attention (:func:`mst_ref.kernels.window_attention_scan`): the roll and the
+  window partition become index arithmetic, and the five neurons, the products and the softmax of a
+  (image, window, head) run together over T.
+
+Every site keeps its membranes in ``mode.state`` in the shapes :meth:`Mode.site` uses, draws its RSM
+uniforms from the same generator in the same order and shape, and books its counts and records through
+:meth:`Mode.observe`: the results have the same layout, and the same numbers up to float rounding (the
+kernels sum in other orders than BLAS and exponentiate through tables, so a membrane that lands on its
+threshold can flip a spike, as between float32 and float64; MST_SPEC section 9). Each step's arithmetic
+does not depend on how many steps a call holds, so step by step, chunked and multi-step runs of this
+path agree bit for bit.
+"""
+
+import numpy as np
+
+from . import kernels
+from .layers import bn_affine, bn_params, head, layer_norm, patch_embed
+from .merging import merge_tokens
+from .layers import batch_norm
+from .windows import relative_position_bias, window_order
+
+__all__ = ["supports", "forward"]
+
+_NONE = {}  # dtype -> zero-size placeholders by ndim
+
+
+def supports(mode):
+    """Whether :func:`forward` can run ``mode``: a spiking mode, without compensation, with ``fast`` on."""
+    return mode.spiking and mode.fast and mode.compensation == "none"
+
+
+def _empty(ndim, dtype):
+    """A zero-size C-contiguous array: the kernels' "absent" value for an optional argument."""
+    key = (ndim, np.dtype(dtype))
+    if key not in _NONE:
+        _NONE[key] = np.empty((0,) * ndim, dtype=dtype)
+    return _NONE[key]
+
+
+def _gemm(x, weight):
+    """x W^T with one BLAS product per step: ``(T, R, Cin) -> (T, R, Cout)``."""
+    return np.matmul(x, weight.T)  # (T, R, Cout)
+
+
+def _membrane(mode, name, shape, lam):
+    """The membranes of site ``name`` (created at the pre-charge lambda / 2)."""
+    v = mode.state.get(name)
+    if v is None:
+        # pre-charge: v = lambda / 2
+        v = mode.state[name] = np.full(shape, lam / 2, dtype=lam.dtype)
+    return v
+
+
+def _mask(mode, name, shape):
+    """RSM of site ``name`` for this call: (uniforms or None, p, gain), drawn as :func:`masking.rsm` draws.
+
+    ``shape`` is the whole call's output shape ``(T, ...)``; p = 0 draws nothing (gain 1), p = 1 draws
+    nothing and silences the site (gain 0).
+    """
+    masker = mode.masker
+    p = masker.ratios.get(name, 0.0)
+    if p == 0:
+        return None, 0.0, 1.0
+    if p == 1:
+        return None, 1.0, 0.0
+    u = masker.rngs[name].random(shape)  # (T, ...) float64, in time order
+    return u, p, (1.0 / (1.0 - p) if masker.rescale else 1.0)
+
+
+def _site(mode, name, x, threshold, shape, *, add=None, add_rows=None, bias=None, bn=None, pre=False,
+          post=None, out=True):
+    """One fused activation site (:func:`mst_ref.kernels.site_scan`) with its state, RSM and bookkeeping.
+
+    Parameters
+    ----------
+    x : (T, R, C) or (1, R, C) ndarray
+        Input currents (1: the same every step).
+    shape : tuple
+        One step's output shape in :meth:`Mode.site`'s layout, ``(B, ...)`` with R * C elements.
+    add, add_rows, bias, bn
+        The fused prologue ``y = ((x + add[:, add_rows]) + bias) * a + shift`` with ``(a, shift)`` the
+        BatchNorm ``bn`` (a tuple of its four arrays).
+    pre : bool
+        Also return y (the residual stream after a BatchNorm).
+    post : (T, R, C) ndarray or None
+        ``post += output`` in place (the residual add after the site).
+    out : bool
+        Return the outputs (they are kept anyway when the site is recorded).
+
+    Returns
+    -------
+    out : (T, R, C) ndarray or None
+    pre : (T, R, C) ndarray, only when ``pre``
+    """
+    T, R, C = mode.steps, x.shape[1], x.shape[2]
+    dt = x.dtype
+    lam = dt.type(threshold[0])
+    v = _membrane(mode, name, shape, lam).reshape(R, C)  # (R, C) view
+    u, p, gain = _mask(mode, name, (T, *shape))
+    keep = out or name in mode.record
+    y_out = np.empty((T, R, C), dt) if keep else _empty(3, dt)
+    y_pre = np.empty((T, R, C), dt) if pre else _empty(3, dt)
+    scale, shift = bn_affine(*bn) if bn is not None else (_empty(1, dt), _empty(1, dt))
+    counts = kernels.site_scan(
+        x, T, _empty(3, dt) if add is None else add, _empty(1, np.int64) if add_rows is None else add_rows,
+        _empty(1, dt) if bias is None else bias, scale, shift, float(lam), gain, v,
+        _empty(3, np.float64) if u is None else u.reshape(T, R, C), p, y_pre,
+        _empty(3, dt) if post is None else post, y_out)
+    mode.observe(name, shape, counts, y_out.reshape(T, *shape) if keep else None)
+    if pre:
+        return (y_out if keep else None), y_pre
+    return y_out if keep else None
+
+
+def _attention(mode, s, prefix, g, stage, shift, batch):
+    """Window attention of block ``prefix`` from the qkv products ``g`` (T, B*H*W, 3C) in grid order.
+
+    Returns the outputs of ``attn_v_if``, ``(T, B*nW*N, C)`` in window order.
+    """
+    T, dt = mode.steps, g.dtype
+    ws, heads, C, res = stage.window, stage.heads, stage.dim, stage.resolution
+    hd, N, nW = C // heads, ws * ws, (res // ws) ** 2
+    a = f"{prefix}.attn"
+    names = [f"{a}.{site}" for site in ("q_if", "k_if", "attn_if", "v_if", "attn_v_if")]
+    shapes = [(batch, nW, heads, N, hd), (batch, nW, heads, N, hd), (batch, nW, heads, N, N),
+              (batch, nW, heads, N, hd), (batch, nW, N, C)]
+    lam = np.array([s[f"{n}.up"][0] for n in names], dtype=dt)  # (5,)
+    states = [_membrane(mode, n, shp, lam[k]) for k, (n, shp) in enumerate(zip(names, shapes))]
+    masks = [_mask(mode, n, (T, *shp)) for n, shp in zip(names, shapes)]
+    gain = np.array([m[2] for m in masks], dtype=dt)  # (5,)
+    p = np.array([m[1] for m in masks], dtype=np.float64)  # (5,)
+    uniforms = [_empty(len(shp) + 1, np.float64) if m[0] is None else m[0] for m, shp in zip(masks, shapes)]
+    records = [np.empty((T, *shp), dt) if n in mode.record else _empty(len(shp) + 1, dt)
+               for n, shp in zip(names[:4], shapes[:4])]
+    # (qs @ ks^T) * hd^-1/2 for c coincident spikes: c * (lambda_q g_q) (lambda_k g_k), then the scale
+    unit = float(lam[0] * gain[0]) * float(lam[1] * gain[1])
+    table = (np.arange(hd + 1) * unit).astype(dt) * dt.type(hd**-0.5)  # (hd + 1,)
+    bias = np.ascontiguousarray(relative_position_bias(s[f"{a}.relative_position_bias_table"],
+                                                       s[f"{a}.relative_position_index"]))  # (nH, N, N)
+    smask = s.get(f"{prefix}.attn_mask")
+    out = np.empty((T, batch, nW, N, C), dt)
+    counts, pairs = kernels.window_attention_scan(
+        g, s.get(f"{a}.qkv.bias", _empty(1, dt)), res, ws, shift, heads, lam, gain, p, table, bias,
+        _empty(3, dt) if smask is None else smask,
+        states[0], states[1], states[2], states[3], states[4],
+        uniforms[0], uniforms[1], uniforms[2], uniforms[3], uniforms[4],
+        records[0], records[1], records[2], records[3], out)
+    for k, (n, shp) in enumerate(zip(names, shapes)):
+        y = (records + [out])[k] if n in mode.record else None
+        mode.observe(n, shp, counts[k], y)
+    mode.product_pairs.setdefault(f"{a}.qk", []).append(pairs[0])
+    mode.product_pairs.setdefault(f"{a}.pv", []).append(pairs[1])
+    return out.reshape(T, batch * nW * N, C)
+
+
+def _block(model, x, prefix, stage, shift, mode, batch):
+    """One MST block on the residual stream x (T, B*N, C) in grid order; returns the new stream."""
+    s, T = model.state, mode.steps
+    res, ws, C = stage.resolution, stage.window, stage.dim
+    L, nW = res * res, (res // ws) ** 2
+    grid_shape, win_shape = (batch, L, C), (batch, nW, ws * ws, C)
+    # h = Q[shortcut1_if](BN[norm1](x))
+    h = _site(mode, f"{prefix}.shortcut1_if", x, s[f"{prefix}.shortcut1_if.up"], grid_shape,
+              bn=bn_params(s, f"{prefix}.norm1"))
+    # window attention (roll and partition inside the kernel), then Q[proj_if](o W^T + b) in window order
+    g = _gemm(h, s[f"{prefix}.attn.qkv.weight"])  # (T, B*N, 3C)
+    o = _attention(mode, s, prefix, g, stage, shift, batch)  # (T, B*nW*Ws*Ws, C)
+    g = _gemm(o, s[f"{prefix}.attn.proj.weight"])  # (T, B*nW*Ws*Ws, C)
+    h = _site(mode, f"{prefix}.attn.proj_if", g, s[f"{prefix}.attn.proj_if.up"], win_shape,
+              bias=s[f"{prefix}.attn.proj.bias"])
+    # x = BN[norm2](x + reverse(h)) ; m = Q[shortcut2_if](x)   (reverse + roll: a row gather)
+    rows = (window_order(res, ws, shift)[None, :] + np.arange(batch)[:, None] * L).reshape(-1)  # (B*N,)
+    m, x = _site(mode, f"{prefix}.shortcut2_if", x, s[f"{prefix}.shortcut2_if.up"], grid_shape, add=h,
+                 add_rows=rows, bn=bn_params(s, f"{prefix}.norm2"), pre=True)
+    # x = x + Q[fc2_if](Linear[fc2](Q[fc1_if](Linear[fc1](m))))   ([BN] after each linear if present)
+    mlp_norm = model.config.mlp_norm
+    g = _gemm(m, s[f"{prefix}.mlp.fc1.weight"])  # (T, B*N, rC)
+    f = _site(mode, f"{prefix}.mlp.fc1_if", g, s[f"{prefix}.mlp.fc1_if.up"], (batch, L, stage.hidden),
+              bias=s[f"{prefix}.mlp.fc1.bias"], bn=bn_params(s, f"{prefix}.mlp.norm1") if mlp_norm else None)
+    g = _gemm(f, s[f"{prefix}.mlp.fc2.weight"])  # (T, B*N, C)
+    _site(mode, f"{prefix}.mlp.fc2_if", g, s[f"{prefix}.mlp.fc2_if.up"], grid_shape,
+          bias=s[f"{prefix}.mlp.fc2.bias"], bn=bn_params(s, f"{prefix}.mlp.norm2") if mlp_norm else None,
+          post=x, out=False)
+    return x
+
+
+def forward(model, images, mode):
+    """The SNN forward pass of ``model`` for ``mode.steps`` steps, through the fused kernels.
+
+    Parameters
+    ----------
+    model : MST
+    images : (B, Cin, H, W) ndarray of the model's dtype
+        Checked by the caller.
+    mode : Mode
+        Spiking, without compensation (:func:`supports`); its state is carried to the next call.
+
+    Returns
+    -------
+    z : (T, B, K) ndarray
+        Head output of each step.
+    """
+    s, T = model.state, mode.steps
+    B = images.shape[0]
+    x = patch_embed(images, s["patch_embed.proj.weight"], s["patch_embed.proj.bias"])  # (B, N, C)
+    x = batch_norm(x, *bn_params(s, "patch_embed.norm"))  # (B, N, C), the same current at every step
+    _, n, c = x.shape
+    x = _site(mode, "patch_embed.proj_if", np.ascontiguousarray(x).reshape(1, B * n, c),
+              s["patch_embed.proj_if.up"], (B, n, c))  # (T, B*N, C)
+    last = len(model.config.depths) - 1
+    for i, stage in enumerate(model.config.stages):
+        for j in range(stage.depth):
+            x = _block(model, x, f"layers.{i}.blocks.{j}", stage, stage.shift(j), mode, B)
+        if i < last:
+            d = f"layers.{i}.downsample"
+            m = merge_tokens(x.reshape(T, B, -1, stage.dim), stage.resolution)  # (T, B, N/4, 4C)
+            m = batch_norm(m, *bn_params(s, f"{d}.norm"))
+            g = _gemm(m.reshape(T, -1, 4 * stage.dim), s[f"{d}.reduction.weight"])  # (T, B*N/4, 2C)
+            x = _site(mode, f"{d}.reduction_if", g, s[f"{d}.reduction_if.up"], (B, m.shape[2], 2 * stage.dim))
+    x = x.reshape(T, B, -1, model.config.num_features)  # (T, B, N, F)
+    x = mode.analog("norm", lambda a: layer_norm(a, s["norm.weight"], s["norm.bias"]), x)
+    return head(x, s["head.weight"], s["head.bias"])  # (T, B, K)
