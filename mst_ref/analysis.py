@@ -48,8 +48,8 @@ class _Tap(Mode):
         ``sums["f", op]`` = sum_t f(x_t), ``sums["x", op, k]`` = sum_t of its k-th input.
     sums : dict
         float64 arrays without the time axis (the ANN's values as they are).
-    funcs : dict of {str: callable}
-        Op name -> f, in the order the ops were first seen (forward order).
+    funcs : dict of {str: (callable, int)}
+        Op name -> (f, number of inputs), in the order the ops were first seen (forward order).
     fast : bool
         Always False: the fused kernels of :mod:`mst_ref.fast` bypass the methods tapped here.
     """
@@ -67,7 +67,7 @@ class _Tap(Mode):
         self.sums[key] = self.sums[key] + s if key in self.sums else s
 
     def _add_op(self, name, f, *args):
-        self.funcs.setdefault(name, f)
+        self.funcs.setdefault(name, (f, len(args)))
         self._add(("f", name), f(*args))  # f applied to each step's inputs
         for k, arg in enumerate(args):
             self._add(("x", name, k), arg)
@@ -113,7 +113,7 @@ def _run_to(model, images, mode, t, stop, chunk):
         mode.steps = min(chunk, stop - t)
         total = total + model.forward(images, mode).sum(axis=0, dtype=np.float64)  # (B, K)
         t += mode.steps
-    if mode.watch and not mode.sums:
+    if (mode.watch or mode.tap_ops) and not mode.sums:
         raise RuntimeError("the forward pass did not go through Mode.site / analog / product, so nothing "
                            "was measured; mst_ref.analysis needs the readable path (Mode.fast = False)")
     return total
@@ -159,8 +159,10 @@ class SiteErrors:
 
     def parts(self, column=-1):
         """dict part name -> (R,) mean |part| at one column, in :data:`PARTS` order."""
-        return {"unevenness": self.unevenness[:, column], "time_quantization": self.time_quantization[:, column],
-                "propagated": self.propagated[:, column], "ann_quantization": self.ann_quantization}
+        return {"unevenness": self.unevenness[:, column],
+                "time_quantization": self.time_quantization[:, column],
+                "propagated": self.propagated[:, column],
+                "ann_quantization": self.ann_quantization}
 
 
 def site_errors(model, images, timesteps=(1, 2, 4, 8, 16, 32), compensation="none", mask_ratio=0.0, rng=None,
@@ -233,70 +235,74 @@ def site_errors(model, images, timesteps=(1, 2, 4, 8, 16, 32), compensation="non
     names = [n for n in model.site_names if n in chosen]
     lam = np.array([float(model.state[f"{n}.up"].reshape(-1)[0]) for n in names])  # (R,)
     R, C, L = len(names), len(stops), model.config.qcfs_levels
-    per_t = {k: np.zeros((R, C)) for k in ("abs", "sq", "r", "rr", "ra", "uneven", "timeq", "prop", "input")}
-    once = {k: np.zeros(R) for k in ("n", "a", "aa", "annq", "above", "below", "clip")}
+    ann_sums, snn_sums = np.zeros((R, 7)), np.zeros((R, C, 9))  # see _ann_sums, _snn_sums
     logit_sq, ann_sq, correct, ann_correct = np.zeros(C), 0.0, np.zeros(C), 0
     chunk = default_chunk(model.config, min(batch_size, len(images)), model.dtype, stops[-1])
     for start, x in _batches(images, batch_size):
+        y = None if labels is None else labels[start:start + len(x)]
         ann = _Tap(spiking=False, quantize=quantize, levels=L, watch=chosen)
         ann_logits = model.forward(x, ann).astype(np.float64)  # (B, K)
+        ann_sq += (ann_logits**2).sum()
+        ann_correct += 0 if y is None else np.count_nonzero(ann_logits.argmax(-1) == y)
+        for i, n in enumerate(names):
+            ann_sums[i] += _ann_sums(ann.sums["in", n], ann.sums["out", n], lam[i])
         snn = _Tap(spiking=True, levels=L, compensation=compensation, watch=chosen,
                    masker=model.masker(mask_ratio, rng, mask_sites))
-        for r_, n in enumerate(names):
-            z, a = ann.sums["in", n], ann.sums["out", n]
-            cz = clip_activation(z, lam[r_])
-            once["n"][r_] += z.size
-            once["a"][r_] += a.sum()
-            once["aa"][r_] += (a * a).sum()
-            once["annq"][r_] += np.abs(cz - a).sum()
-            once["above"][r_] += np.count_nonzero(z > lam[r_])
-            once["below"][r_] += np.count_nonzero(z < 0)
-            once["clip"][r_] += np.abs(z - cz).sum()
-        t, logit_sum = 0, 0.0
-        ann_sq += (ann_logits**2).sum()
-        if labels is not None:
-            ann_correct += np.count_nonzero(ann_logits.argmax(-1) == labels[start:start + len(x)])
+        logit_sum = 0.0
         for c, T in enumerate(stops):
-            logit_sum = logit_sum + _run_to(model, x, snn, t, T, chunk)  # (B, K)
-            t = T
+            logit_sum = logit_sum + _run_to(model, x, snn, stops[c - 1] if c else 0, T, chunk)  # (B, K)
             logit_sq[c] += ((logit_sum / T - ann_logits) ** 2).sum()
-            if labels is not None:
-                correct[c] += np.count_nonzero(logit_sum.argmax(-1) == labels[start:start + len(x)])
-            for r_, n in enumerate(names):
-                z, a = ann.sums["in", n], ann.sums["out", n]
-                xbar, rate = snn.sums["in", n] / T, snn.sums["out", n] / T
-                qx, cx = qcfs(xbar, lam[r_], T), clip_activation(xbar, lam[r_])
-                e = rate - a
-                per_t["abs"][r_, c] += np.abs(e).sum()
-                per_t["sq"][r_, c] += (e * e).sum()
-                per_t["r"][r_, c] += rate.sum()
-                per_t["rr"][r_, c] += (rate * rate).sum()
-                per_t["ra"][r_, c] += (rate * a).sum()
-                per_t["uneven"][r_, c] += np.abs(rate - qx).sum()
-                per_t["timeq"][r_, c] += np.abs(qx - cx).sum()
-                per_t["prop"][r_, c] += np.abs(cx - clip_activation(z, lam[r_])).sum()
-                per_t["input"][r_, c] += np.abs(xbar - z).sum()
+            correct[c] += 0 if y is None else np.count_nonzero(logit_sum.argmax(-1) == y)
+            for i, n in enumerate(names):
+                snn_sums[i, c] += _snn_sums(ann.sums["in", n], ann.sums["out", n], snn.sums["in", n] / T,
+                                            snn.sums["out", n] / T, lam[i], T)
         if progress is not None:
             progress(start + len(x), len(images))
 
-    n, nc = once["n"], once["n"][:, None]  # (R,), (R, 1)
+    n, s_a, s_aa, s_annq, n_above, n_below, s_clip = ann_sums.T  # (R,) each
+    s_abs, s_sq, s_r, s_rr, s_ra, s_uneven, s_timeq, s_prop, s_input = np.moveaxis(snn_sums, -1, 0)  # (R, C)
+    nc = n[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
-        mean_r, mean_a = per_t["r"] / nc, (once["a"] / n)[:, None]
-        cov = per_t["ra"] / nc - mean_r * mean_a
-        var_r, var_a = per_t["rr"] / nc - mean_r**2, (once["aa"] / n)[:, None] - mean_a**2
+        mean_r, mean_a = s_r / nc, (s_a / n)[:, None]
+        var_r, var_a = s_rr / nc - mean_r**2, (s_aa / n)[:, None] - mean_a**2
+        cov = s_ra / nc - mean_r * mean_a
         correlation = np.where((var_r > 0) & (var_a > 0), cov / np.sqrt(var_r * var_a), np.nan)
-        relative = np.where(once["aa"][:, None] > 0, np.sqrt(per_t["sq"] / once["aa"][:, None]), np.nan)
+        relative = np.where(s_aa[:, None] > 0, np.sqrt(s_sq / s_aa[:, None]), np.nan)
     return SiteErrors(
         sites=names, timesteps=stops, thresholds=lam,
-        mean_abs_error=per_t["abs"] / nc, relative_error=relative, correlation=np.clip(correlation, -1, 1),
-        unevenness=per_t["uneven"] / nc, time_quantization=per_t["timeq"] / nc, propagated=per_t["prop"] / nc,
-        input_error=per_t["input"] / nc, ann_quantization=once["annq"] / n, clip_above=once["above"] / n,
-        clip_below=once["below"] / n, clip_amount=once["clip"] / n, ann_mean=once["a"] / n,
+        mean_abs_error=s_abs / nc, relative_error=relative, correlation=np.clip(correlation, -1, 1),
+        unevenness=s_uneven / nc, time_quantization=s_timeq / nc, propagated=s_prop / nc,
+        input_error=s_input / nc, ann_quantization=s_annq / n, clip_above=n_above / n,
+        clip_below=n_below / n, clip_amount=s_clip / n, ann_mean=s_a / n,
         logit_error=np.sqrt(logit_sq / ann_sq) if ann_sq > 0 else np.full(C, np.nan),
         accuracy=None if labels is None else correct / len(images),
         ann_accuracy=None if labels is None else ann_correct / len(images),
         num_images=len(images), compensation=compensation, quantize=quantize, levels=L,
     )
+
+
+def _ann_sums(z, a, lam):
+    """One site's ANN quantities summed over neurons and images.
+
+    Returns (7,): n, sum a, sum a^2, sum |c(z) - a|, #(z > lambda), #(z < 0), sum |z - c(z)|.
+    """
+    cz = clip_activation(z, lam)
+    return np.array([z.size, a.sum(), (a * a).sum(), np.abs(cz - a).sum(), np.count_nonzero(z > lam),
+                     np.count_nonzero(z < 0), np.abs(z - cz).sum()])
+
+
+def _snn_sums(z, a, xbar, rate, lam, T):
+    """One site's error terms after T steps, summed over neurons and images.
+
+    Returns (9,): sum |e|, sum e^2, sum r, sum r^2, sum r a, then the sums of |unevenness|,
+    |time quantization|, |propagated| and |xbar - z|.
+    """
+    e = rate - a
+    # r - a = (r - q_T(xbar)) + (q_T(xbar) - c(xbar)) + (c(xbar) - c(z)) + (c(z) - a)
+    q_x, c_x = qcfs(xbar, lam, T), clip_activation(xbar, lam)
+    parts = (rate - q_x, q_x - c_x, c_x - clip_activation(z, lam))
+    return np.array([np.abs(e).sum(), (e * e).sum(), rate.sum(), (rate * rate).sum(), (rate * a).sum(),
+                     *(np.abs(p).sum() for p in parts), np.abs(xbar - z).sum()])
 
 
 # ---------------------------------------------------------------- commutation of analog ops with time
@@ -333,10 +339,13 @@ def op_kind(name):
 
 
 def _fed_ops(model):
-    """Ops fed by a site's (or the final LayerNorm's) output: site -> [(op name, f)], forward order."""
+    """Ops fed by a site's (or the final LayerNorm's) output: source -> [(op name, f)], forward order."""
     s, after = model.state, {}
 
-    def affine(prefix, norm):  # Linear, then BatchNorm where the 'imagenet' MLP has one
+    def feed(source, op, f):
+        after.setdefault(source, []).append((op, f))
+
+    def affine(prefix, norm=None):  # Linear, then BatchNorm where the 'imagenet' MLP has one
         w, b = s[f"{prefix}.weight"], s.get(f"{prefix}.bias")
         bn = bn_params(s, norm) if norm else None
         return lambda y: linear(y, w, b) if bn is None else batch_norm(linear(y, w, b), *bn)
@@ -348,14 +357,12 @@ def _fed_ops(model):
             if j == 0:  # the stage's input is a site's output only in its first block
                 source = "patch_embed.proj_if" if i == 0 else f"layers.{i - 1}.downsample.reduction_if"
                 bn = bn_params(s, f"{p}.norm1")
-                after.setdefault(source, []).append((f"{p}.norm1", lambda y, bn=bn: batch_norm(y, *bn)))
-            after.setdefault(f"{p}.shortcut1_if", []).append((f"{p}.attn.qkv", affine(f"{p}.attn.qkv", None)))
-            after.setdefault(f"{p}.attn.attn_v_if", []).append((f"{p}.attn.proj", affine(f"{p}.attn.proj", None)))
-            after.setdefault(f"{p}.shortcut2_if", []).append(
-                (f"{p}.mlp.fc1", affine(f"{p}.mlp.fc1", mlp_bn and f"{p}.mlp.norm1")))
-            after.setdefault(f"{p}.mlp.fc1_if", []).append(
-                (f"{p}.mlp.fc2", affine(f"{p}.mlp.fc2", mlp_bn and f"{p}.mlp.norm2")))
-    after["norm"] = [("head", lambda y: head(y, s["head.weight"], s["head.bias"]))]
+                feed(source, f"{p}.norm1", lambda y, bn=bn: batch_norm(y, *bn))
+            feed(f"{p}.shortcut1_if", f"{p}.attn.qkv", affine(f"{p}.attn.qkv"))
+            feed(f"{p}.attn.attn_v_if", f"{p}.attn.proj", affine(f"{p}.attn.proj"))
+            feed(f"{p}.shortcut2_if", f"{p}.mlp.fc1", affine(f"{p}.mlp.fc1", mlp_bn and f"{p}.mlp.norm1"))
+            feed(f"{p}.mlp.fc1_if", f"{p}.mlp.fc2", affine(f"{p}.mlp.fc2", mlp_bn and f"{p}.mlp.norm2"))
+    feed("norm", "head", lambda y: head(y, s["head.weight"], s["head.bias"]))
     return after
 
 
@@ -400,14 +407,9 @@ def commutation_check(model, images, timesteps=16, compensation="none", mask_rat
         tap = _Tap(spiking=True, levels=model.config.qcfs_levels, compensation=compensation, after=after,
                    tap_ops=True, masker=model.masker(mask_ratio, rng, mask_sites))
         _run_to(model, x, tap, 0, T, chunk)
-        for op, f in tap.funcs.items():
-            k = 0
-            inputs = []
-            while ("x", op, k) in tap.sums:
-                inputs.append(tap.sums["x", op, k] / T)
-                k += 1
+        for op, (f, arity) in tap.funcs.items():
             # || mean_t f(x_t) - f(mean_t x_t) ||^2 and || f(mean_t x_t) ||^2, added over batches
-            f_mean = f(*inputs)
+            f_mean = f(*(tap.sums["x", op, k] / T for k in range(arity)))
             num[op] = num.get(op, 0.0) + float(((tap.sums["f", op] / T - f_mean) ** 2).sum())
             den[op] = den.get(op, 0.0) + float((f_mean**2).sum())
-    return {op: np.sqrt(num[op] / den[op]) if den[op] > 0 else float("nan") for op in num}
+    return {op: float(np.sqrt(num[op] / den[op])) if den[op] > 0 else float("nan") for op in num}

@@ -49,7 +49,8 @@ def parse_timesteps(text):
         values.append(t)
         pending = False
     if pending or not values:
-        raise ValueError(f"--timesteps: '...' must be followed by the last T, e.g. 1,2,4,...,64; got {text!r}")
+        raise ValueError(f"--timesteps: '...' must be followed by the last T, e.g. 1,2,4,...,64; "
+                         f"got {text!r}")
     return tuple(sorted(set(values)))
 
 
@@ -71,7 +72,8 @@ def add_analyze_parser(subparsers):
     p.add_argument("--sites", nargs="+", default=None, help="site names or glob patterns (default: all)")
     p.add_argument("--commutation", action="store_true", help="also check the analog ops at the largest T")
     p.add_argument("--curve", action="store_true", help="accuracy vs T, faithful and compensated, instead")
-    p.add_argument("--img-size", type=int, default=None, help="input resolution, if the checkpoint does not say")
+    p.add_argument("--img-size", type=int, default=None,
+                   help="input resolution, if the checkpoint does not say")
     p.add_argument("--out", default="mst_ref_analysis", help="folder for the PNGs (default mst_ref_analysis)")
     p.set_defaults(func=cmd_analyze)
     return p
@@ -159,7 +161,8 @@ def _curve_mode(args, model, x, y, stops, comps, p, out):
     acc = {"ANN (QCFS)": np.mean(ann_qcfs == y), "ANN (clip)": np.mean(ann_clip_logits.argmax(-1) == y)}
     curves, errors = {}, {}
     for comp in comps:
-        report, correct, sq = _progress(f"curve, {_LABELS[comp]} SNN"), np.zeros(len(stops)), np.zeros(len(stops))
+        report = _progress(f"curve, {_LABELS[comp]} SNN")
+        correct, sq = np.zeros(len(stops)), np.zeros(len(stops))
         for start in range(0, len(x), args.batch_size):
             xb, stop = x[start:start + args.batch_size], min(start + args.batch_size, len(x))
             r = model.snn_forward(xb, stops[-1], mask_ratio=p, rng=rng, compensation=comp)

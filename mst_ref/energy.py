@@ -39,7 +39,8 @@ left when zeros are skipped), counted during the run by :meth:`mst_ref.modes.Mod
   (the spike selects p_ij, scaled by lambda_v); the field counts it as an AC because one operand is a
   spike, and so do we. ``sops_by_site`` keeps it apart, so it can be re-priced at E_MAC.
 
-MACs (analog operations; the SNN runs them at every step, so T times, except the first)
+MACs (operations on multi-bit values; the SNN runs each of them at every step, so T times, except the
+input convolution, which runs once)
 
 - ``patch_embed.proj``: the convolution on the analog image, N0 C0 Cin p^2, ONCE per image: the image
   is static, so its output is the same at every step (the code computes it once). Its BN folds into it.

@@ -133,33 +133,32 @@ def _attention(mode, s, prefix, g, stage, shift, batch):
     ws, heads, C, res = stage.window, stage.heads, stage.dim, stage.resolution
     hd, N, nW = C // heads, ws * ws, (res // ws) ** 2
     a = f"{prefix}.attn"
-    names = [f"{a}.{site}" for site in ("q_if", "k_if", "attn_if", "v_if", "attn_v_if")]
-    shapes = [(batch, nW, heads, N, hd), (batch, nW, heads, N, hd), (batch, nW, heads, N, N),
-              (batch, nW, heads, N, hd), (batch, nW, N, C)]
+    # the kernel's order: q, k, v, attn, attn_v (sites q_if, k_if, v_if, attn_if, attn_v_if)
+    names = [f"{a}.{site}" for site in ("q_if", "k_if", "v_if", "attn_if", "attn_v_if")]
+    shapes = [(batch, nW, heads, N, hd)] * 3 + [(batch, nW, heads, N, N), (batch, nW, N, C)]
     lam = np.array([s[f"{n}.up"][0] for n in names], dtype=dt)  # (5,)
-    states = [_membrane(mode, n, shp, lam[k]) for k, (n, shp) in enumerate(zip(names, shapes))]
+    flat = [(-1, shp[-1]) for shp in shapes]  # the kernel's 2-D views
+    states = [_membrane(mode, n, shp, lam[k]).reshape(f) for k, (n, shp, f) in enumerate(zip(names, shapes, flat))]
     masks = [_mask(mode, n, (T, *shp)) for n, shp in zip(names, shapes)]
     gain = np.array([m[2] for m in masks], dtype=dt)  # (5,)
     p = np.array([m[1] for m in masks], dtype=np.float64)  # (5,)
-    uniforms = [_empty(len(shp) + 1, np.float64) if m[0] is None else m[0] for m, shp in zip(masks, shapes)]
-    records = [np.empty((T, *shp), dt) if n in mode.record else _empty(len(shp) + 1, dt)
-               for n, shp in zip(names[:4], shapes[:4])]
+    uniforms = [_empty(2, np.float64) if m[0] is None else m[0].reshape(f) for m, f in zip(masks, flat)]
+    records = [np.empty((T, *shp), dt) if n in mode.record else None for n, shp in zip(names[:4], shapes[:4])]
     # (qs @ ks^T) * hd^-1/2 for c coincident spikes: c * (lambda_q g_q) (lambda_k g_k), then the scale
     unit = float(lam[0] * gain[0]) * float(lam[1] * gain[1])
     table = (np.arange(hd + 1) * unit).astype(dt) * dt.type(hd**-0.5)  # (hd + 1,)
-    bias = np.ascontiguousarray(relative_position_bias(s[f"{a}.relative_position_bias_table"],
-                                                       s[f"{a}.relative_position_index"]))  # (nH, N, N)
+    bias = relative_position_bias(s[f"{a}.relative_position_bias_table"], s[f"{a}.relative_position_index"])
     smask = s.get(f"{prefix}.attn_mask")
+    qkv_bias = s.get(f"{a}.qkv.bias")
     out = np.empty((T, batch, nW, N, C), dt)
     counts, pairs = kernels.window_attention_scan(
-        g, s.get(f"{a}.qkv.bias", _empty(1, dt)), res, ws, shift, heads, lam, gain, p, table, bias,
-        _empty(3, dt) if smask is None else smask,
-        states[0], states[1], states[2], states[3], states[4],
-        uniforms[0], uniforms[1], uniforms[2], uniforms[3], uniforms[4],
-        records[0], records[1], records[2], records[3], out)
-    for k, (n, shp) in enumerate(zip(names, shapes)):
-        y = (records + [out])[k] if n in mode.record else None
-        mode.observe(n, shp, counts[k], y)
+        g.reshape(-1, 3 * C), _empty(2, dt) if qkv_bias is None else qkv_bias.reshape(1, -1), batch, res, ws,
+        shift, heads, lam, gain, p, table, np.ascontiguousarray(bias).reshape(-1, N),
+        _empty(2, dt) if smask is None else smask.reshape(-1, N), *states, *uniforms,
+        *[_empty(2, dt) if r is None else r.reshape(f) for r, f in zip(records, flat)], out.reshape(-1, C))
+    for k in (0, 1, 3, 2, 4):  # book the sites in forward order: q, k, attn, v, attn_v
+        y = out if k == 4 else records[k]
+        mode.observe(names[k], shapes[k], counts[k], y if names[k] in mode.record else None)
     mode.product_pairs.setdefault(f"{a}.qk", []).append(pairs[0])
     mode.product_pairs.setdefault(f"{a}.pv", []).append(pairs[1])
     return out.reshape(T, batch * nW * N, C)

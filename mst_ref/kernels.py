@@ -193,111 +193,84 @@ def site_scan(x, T, add, add_rows, bias, scale, shift, lam, gain, v, u, p, pre, 
     return partial.sum(axis=0)
 
 
-@njit
-def _if_row(x, bias, v, lam, spike, u, p, rec, z):
-    """IF + RSM on one row of neurons, one step (helper of :func:`window_attention_scan`).
-
-    ``x`` (n,) currents (``+ bias`` if it is not empty), ``v`` (n,) membranes updated in place; writes
-    ``z`` (n,) bool kept spikes and, if ``rec`` is not empty, ``rec`` (n,) outputs; returns the count.
-    """
-    zero = lam - lam
-    n = x.shape[0]
-    for d in range(n):
-        xd = x[d] + bias[d] if bias.size > 0 else x[d]
-        # v <- v + x_t ; s = [v >= lambda] ; v <- v - s lambda
-        m = v[d] + xd
-        fired = m >= lam
-        v[d] = m - (lam if fired else zero)
-        z[d] = fired
-    if u.size > 0:
-        for d in range(n):
-            z[d] = z[d] and u[d] > p
-    count = 0
-    for d in range(n):
-        z[d] = z[d] and spike != zero
-        count += z[d]
-    if rec.size > 0:
-        for d in range(n):
-            rec[d] = spike if z[d] else zero
-    return count
-
-
 @njit(parallel=True)
-def window_attention_scan(qkv, qkv_bias, grid, ws, shift, heads, lam, gain, p, score_table, rel_bias, smask,
-                          vq, vk, va, vv, vo, uq, uk, ua, uv, uo, rq, rk, ra, rv, out):
+def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gain, p, score_table, rel_bias,
+                          smask, vq, vk, vv, va, vo, uq, uk, uv, ua, uo, rq, rk, rv, ra, out):
     """MST's spiking window attention over T steps, fused: one work item per (image, window, head).
 
     Readable NumPy twin: :func:`mst_ref.attention.window_attention_scan_reference` (same signature).
-    Optional arrays (``qkv_bias``, ``smask``, uniforms ``u*``, records ``r*``) have zero size when absent.
+    Every array is 2-D, the reshape of the shape named below; optional ones (``qkv_bias``, ``smask``,
+    uniforms ``u*``, records ``r*``) have zero size when absent.
 
     Parameters
     ----------
-    qkv : (T, B*H*W, 3C) ndarray of float32 or float64
+    qkv : (T * B*H*W, 3C) ndarray of float32 or float64
         ``x W_qkv^T`` of every token, in grid order (before the roll): the qkv linear layer commutes
         with the roll and the window partition, so they become index arithmetic here.
-    qkv_bias : (3C,) ndarray or empty
-    grid, ws, shift, heads : int
-        H = W of the token grid, Ws, the roll s of the block (0 or Ws // 2), nH.
-    lam, gain : (5,) ndarray of x's dtype
-        lambda and RSM gain of the sites q_if, k_if, attn_if, v_if, attn_v_if (a kept spike is
+    qkv_bias : (1, 3C) ndarray or empty
+    batch, grid, ws, shift, heads : int
+        B, H = W of the token grid, Ws, the roll s of the block (0 or Ws // 2), nH.
+    lam, gain : (5,) ndarray of qkv's dtype
+        lambda and RSM gain of the sites q_if, k_if, v_if, attn_if, attn_v_if (a kept spike is
         ``lam * gain``; gain 0 silences a site).
     p : (5,) float64 ndarray
         RSM ratios of the five sites (used where uniforms are given).
     score_table : (hd + 1,) ndarray
         ``(qs @ ks^T) * hd^-1/2`` of a query-key pair whose spikes coincide in c of the hd channels.
-    rel_bias : (nH, N, N) ndarray
-        Relative position bias. smask : (nW, N, N) ndarray or empty, the shift mask.
-    vq, vk, vv : (B, nW, nH, N, hd) ndarray; va : (B, nW, nH, N, N); vo : (B, nW, N, C)
-        Membranes of q_if, k_if, v_if, attn_if, attn_v_if, updated in place.
-    uq, uk, uv : (T, B, nW, nH, N, hd) float64 or empty; ua : (T, B, nW, nH, N, N); uo : (T, B, nW, N, C)
-        RSM uniforms.
-    rq, rk, rv, ra : like uq, uk, uv, ua, or empty
+    rel_bias : (nH * N, N) ndarray
+        Relative position bias (nH, N, N). smask : (nW * N, N) ndarray or empty, the shift mask.
+    vq, vk, vv : (B*nW*nH*N, hd) ndarray; va : (B*nW*nH*N, N); vo : (B*nW*N, C)
+        Membranes of q_if, k_if, v_if ((B, nW, nH, N, hd)), attn_if ((B, nW, nH, N, N)) and attn_v_if
+        ((B, nW, N, C)), updated in place.
+    uq, uk, uv : (T*B*nW*nH*N, hd) float64 or empty; ua : (T*B*nW*nH*N, N); uo : (T*B*nW*N, C)
+        RSM uniforms of the five sites, ``(T, ...)`` with the membranes' shapes.
+    rq, rk, rv, ra : like uq, uk, uv, ua, of qkv's dtype, or empty
         Receive the (masked) outputs of q_if, k_if, v_if, attn_if when recorded.
-    out : (T, B, nW, N, C) ndarray
-        Receives the outputs of attn_v_if.
+    out : (T*B*nW*N, C) ndarray
+        Receives the outputs of attn_v_if, (T, B, nW, N, C).
 
     Returns
     -------
     counts : (5, T) int64 ndarray
-        Nonzero outputs of q_if, k_if, attn_if, v_if, attn_v_if at each step.
+        Nonzero outputs of q_if, k_if, v_if, attn_if, attn_v_if at each step.
     pairs : (2, T) int64 ndarray
         Multiplies with two nonzero operands in qs @ ks^T and p @ vs (:func:`mst_ref.modes.nonzero_pairs`).
 
     Notes
     -----
-    Per step, for window tokens i, j and channels d of the head (MST_SPEC section 3):
+    Per step, for the window's tokens i, j and the head's channels d (MST_SPEC section 3):
 
-    .. math:: a_{ij} = \\mathrm{IF}_{attn}(\\mathrm{table}[c_{ij}]),\\quad c_{ij} = \\sum_d [q_{id}][k_{jd}]
+    .. math:: a_{ij} = \\mathrm{IF}_{attn}(\\mathrm{table}[c_{ij}]),\\; c_{ij} = \\sum_d [q_{id}][k_{jd}]
               ;\\quad p = \\mathrm{softmax}(a + B_{rel} + M) ;\\quad o = \\mathrm{IF}_{attn\\_v}(p\\, v_s)
 
-    Spikes make two shortcuts exact: the scores are lambda_q lambda_k / sqrt(hd) times a small integer
-    c (counted, not multiplied), and each score entering the softmax takes one of two values, so its
-    exponentials are two tables per call, exp(base + {0, lambda_a} - M_i) with M_i the row maximum of
-    the base (bias + mask); the softmax divides by the row sum, which does not depend on the offset
-    M_i. When lambda_a is too large for that offset to be safe, the exponentials are taken per step.
+    Spikes make two shortcuts exact: a score is lambda_q lambda_k / sqrt(hd) times a small integer
+    c (counted, not multiplied), and each score entering the softmax takes one of two values, so the
+    exponentials are two tables per call, exp(base + {0, lambda_a} - M_i), with base = bias + mask and
+    M_i the row maximum of base; the softmax divides by the row sum, so the offset M_i drops out. When
+    lambda_a is too large for that offset to be safe, the exponentials are taken per step.
     Softmax outputs below the smallest normal float are set to 0 (in float32, the shift mask's
     e^-100): they cannot change a spike, and subnormal arithmetic is about 100 times slower.
     """
-    T = qkv.shape[0]
-    C = qkv.shape[2] // 3
+    C = qkv.shape[1] // 3
     hd = C // heads
     N = ws * ws
     side = grid // ws
     nW = side * side
-    B = qkv.shape[1] // (grid * grid)
-    dt_one = np.ones(1, dtype=qkv.dtype)
-    zero = dt_one[0] - dt_one[0]
+    L = grid * grid
+    T = qkv.shape[0] // (batch * L)
+    n_items = batch * nW * heads
+    has_bias, has_smask = qkv_bias.size > 0, smask.size > 0
+    one_ = np.ones(1, dtype=qkv.dtype)
+    zero = one_[0] - one_[0]
     tiny = np.finfo(qkv.dtype).tiny
-    lq, lk, la, lv, lo = lam[0], lam[1], lam[2], lam[3], lam[4]
-    sq, sk, sa, sv, so = lq * gain[0], lk * gain[1], la * gain[2], lv * gain[3], lo * gain[4]
+    la, lo = lam[3], lam[4]
+    spike = lam * gain  # (5,) output of a kept spike
+    sa, sv, so = spike[3], spike[2], spike[4]
     # exp(base + sa - M_i) <= exp(sa) must not overflow: else exponentiate per step (max-subtracted)
     tables = sa < (60.0 if qkv.itemsize == 4 else 600.0)
-    no_u = np.empty(0, dtype=np.float64)  # absent uniforms / records of one row
-    no_r = np.empty(0, dtype=qkv.dtype)
-    bias_q = qkv_bias[0:C] if qkv_bias.size > 0 else qkv_bias
-    bias_k = qkv_bias[C:2 * C] if qkv_bias.size > 0 else qkv_bias
-    bias_v = qkv_bias[2 * C:3 * C] if qkv_bias.size > 0 else qkv_bias
-    n_items = B * nW * heads
+    states = (vq, vk, vv)
+    uniforms = (uq, uk, uv)
+    records = (rq, rk, rv)
     part_counts = np.zeros((n_items, 5, T), dtype=np.int64)
     part_pairs = np.zeros((n_items, 2, T), dtype=np.int64)
     for item in prange(n_items):
@@ -310,8 +283,8 @@ def window_attention_scan(qkv, qkv_bias, grid, ws, shift, heads, lam, gain, p, s
             # token i of window w of the rolled grid sits at (r + s, c + s) of the unrolled grid
             gr = (w // side * ws + i // ws + shift) % grid
             gc = (w % side * ws + i % ws + shift) % grid
-            rows[i] = b * grid * grid + gr * grid + gc
-        # softmax input a = (spike + bias) + mask, in the reference's order: base0 / base1 for a silent /
+            rows[i] = b * L + gr * grid + gc
+        # softmax input a = (spike + bias) + mask, as the reference adds it: base0 / base1 for a silent /
         # spiking score, and their exponentials relative to M_i = max_j base0_ij
         base0 = np.empty((N, N), dtype=qkv.dtype)
         base1 = np.empty((N, N), dtype=qkv.dtype)
@@ -319,11 +292,11 @@ def window_attention_scan(qkv, qkv_bias, grid, ws, shift, heads, lam, gain, p, s
         e1 = np.empty((N, N), dtype=qkv.dtype)
         for i in range(N):
             for j in range(N):
-                base0[i, j] = zero + rel_bias[h, i, j]
-                base1[i, j] = sa + rel_bias[h, i, j]
-                if smask.size > 0:
-                    base0[i, j] = base0[i, j] + smask[w, i, j]
-                    base1[i, j] = base1[i, j] + smask[w, i, j]
+                base0[i, j] = zero + rel_bias[h * N + i, j]
+                base1[i, j] = sa + rel_bias[h * N + i, j]
+                if has_smask:
+                    base0[i, j] = base0[i, j] + smask[w * N + i, j]
+                    base1[i, j] = base1[i, j] + smask[w * N + i, j]
             m = base0[i, 0]
             for j in range(N):
                 m = max(m, base0[i, j])
@@ -332,73 +305,80 @@ def window_attention_scan(qkv, qkv_bias, grid, ws, shift, heads, lam, gain, p, s
                 x1 = np.exp(base1[i, j] - m)
                 e0[i, j] = x0 if x0 >= tiny else zero
                 e1[i, j] = x1 if x1 >= tiny else zero
-        vq_i, vk_i, vv_i, va_i = vq[b, w, h], vk[b, w, h], vv[b, w, h], va[b, w, h]  # (N, hd) / (N, N)
-        vo_i = vo[b, w]  # (N, C)
-        qz = np.empty((N, hd), dtype=np.bool_)  # kept spikes of q, k, v
-        kz = np.empty((N, hd), dtype=np.bool_)
-        vz = np.empty((N, hd), dtype=np.bool_)
+        z = np.empty((3, N, hd), dtype=np.bool_)  # kept spikes of q, k, v
         kt = np.empty((hd, N), dtype=np.int32)  # k spikes, transposed, 0 / 1
         cnt = np.empty(N, dtype=np.int32)  # c_ij of one query row
         za = np.empty(N, dtype=np.bool_)
-        zo = np.empty(hd, dtype=np.bool_)
         e = np.empty(N, dtype=qkv.dtype)
         pt = np.empty((N, N), dtype=qkv.dtype)  # p transposed: pt[j, i] = p_ij
         ot = np.empty((hd, N), dtype=qkv.dtype)  # (p @ vs) transposed
-        o = np.empty(hd, dtype=qkv.dtype)
-        col = np.empty(N, dtype=np.int64)  # nonzero p_ij of each column j
+        col = np.empty(N, dtype=np.int64)  # nonzero p_ij in each column j
+        row0 = item * N  # this item's first row in the (B*nW*nH*N, .) arrays
+        orow0 = (b * nW + w) * N  # its first row in the (B*nW*N, C) arrays
         for t in range(T):
-            x_t = qkv[t]  # (B*H*W, 3C)
-            n_q = n_k = n_v = n_a = n_o = 0
-            # q_if, k_if, v_if on the head's channels of the window's tokens
-            for i in range(N):
-                r = rows[i]
-                n_q += _if_row(x_t[r, c0:c0 + hd], bias_q[c0:c0 + hd] if bias_q.size > 0 else bias_q, vq_i[i],
-                               lq, sq, uq[t, b, w, h, i] if uq.size > 0 else no_u, p[0],
-                               rq[t, b, w, h, i] if rq.size > 0 else no_r, qz[i])
-                n_k += _if_row(x_t[r, C + c0:C + c0 + hd], bias_k[c0:c0 + hd] if bias_k.size > 0 else bias_k,
-                               vk_i[i], lk, sk, uk[t, b, w, h, i] if uk.size > 0 else no_u,
-                               p[1], rk[t, b, w, h, i] if rk.size > 0 else no_r, kz[i])
-                n_v += _if_row(x_t[r, 2 * C + c0:2 * C + c0 + hd],
-                               bias_v[c0:c0 + hd] if bias_v.size > 0 else bias_v, vv_i[i], lv, sv,
-                               uv[t, b, w, h, i] if uv.size > 0 else no_u, p[3],
-                               rv[t, b, w, h, i] if rv.size > 0 else no_r, vz[i])
+            xrow0 = t * batch * L
+            urow0 = t * n_items * N + row0
+            # q_if, k_if, v_if: v <- v + x_t ; s = [v >= lambda] ; v <- v - s lambda ; s *= [u > p]
+            for k in range(3):
+                v_k, u_k, r_k = states[k], uniforms[k], records[k]
+                lk, sk, pk = lam[k], spike[k], p[k]
+                col_k = k * C + c0
+                n = 0
+                for i in range(N):
+                    r = xrow0 + rows[i]
+                    for d in range(hd):
+                        x = qkv[r, col_k + d]
+                        if has_bias:
+                            x = x + qkv_bias[0, col_k + d]
+                        m = v_k[row0 + i, d] + x
+                        fired = m >= lk
+                        v_k[row0 + i, d] = m - (lk if fired else zero)
+                        z[k, i, d] = fired
+                    if u_k.size > 0:
+                        for d in range(hd):
+                            z[k, i, d] = z[k, i, d] and u_k[urow0 + i, d] > pk
+                    for d in range(hd):
+                        z[k, i, d] = z[k, i, d] and sk != zero
+                        n += z[k, i, d]
+                    if r_k.size > 0:
+                        for d in range(hd):
+                            r_k[urow0 + i, d] = sk if z[k, i, d] else zero
+                part_counts[item, k, t] = n
             pairs_qk = 0
             for d in range(hd):
-                nq_d = 0
-                nk_d = 0
+                nq = 0
+                nk = 0
                 for i in range(N):
-                    nq_d += qz[i, d]
-                    nk_d += kz[i, d]
-                    kt[d, i] = kz[i, d]
-                pairs_qk += nq_d * nk_d
+                    nq += z[0, i, d]
+                    nk += z[1, i, d]
+                    kt[d, i] = z[1, i, d]
+                pairs_qk += nq * nk
             for j in range(N):
                 col[j] = 0
+            n_a = 0
             for i in range(N):
                 # c_ij = sum_d [q_id][k_jd]: exact small integers
                 for j in range(N):
                     cnt[j] = 0
                 for d in range(hd):
-                    if qz[i, d]:
+                    if z[0, i, d]:
                         for j in range(N):
                             cnt[j] += kt[d, j]
-                # attn_if on the scores: v <- v + x_t ; s = [v >= lambda] ; v <- v - s lambda
-                va_r = va_i[i]
+                # attn_if on the scores, then RSM
                 for j in range(N):
-                    m = va_r[j] + score_table[cnt[j]]
+                    m = va[row0 + i, j] + score_table[cnt[j]]
                     fired = m >= la
-                    va_r[j] = m - (la if fired else zero)
+                    va[row0 + i, j] = m - (la if fired else zero)
                     za[j] = fired
                 if ua.size > 0:
-                    u_r = ua[t, b, w, h, i]
                     for j in range(N):
-                        za[j] = za[j] and u_r[j] > p[2]
+                        za[j] = za[j] and ua[urow0 + i, j] > p[3]
                 for j in range(N):
                     za[j] = za[j] and sa != zero
                     n_a += za[j]
                 if ra.size > 0:
-                    r_r = ra[t, b, w, h, i]
                     for j in range(N):
-                        r_r[j] = sa if za[j] else zero
+                        ra[urow0 + i, j] = sa if za[j] else zero
                 # p = softmax(a + bias + mask): e_ij = exp(a_ij - M_i) from the tables, or per step
                 if tables:
                     for j in range(N):
@@ -420,7 +400,7 @@ def window_attention_scan(qkv, qkv_bias, grid, ws, shift, heads, lam, gain, p, s
                     pij = pij if pij >= tiny else zero
                     pt[j, i] = pij
                     col[j] += pij != zero
-            # o = p @ vs: add column j of p to the channels d where v_j spiked
+            # o = p @ vs: column j of p goes to the channels d where v_j spiked
             for d in range(hd):
                 for i in range(N):
                     ot[d, i] = zero
@@ -428,28 +408,26 @@ def window_attention_scan(qkv, qkv_bias, grid, ws, shift, heads, lam, gain, p, s
             for j in range(N):
                 n_vj = 0
                 for d in range(hd):
-                    if vz[j, d]:
+                    if z[2, j, d]:
                         n_vj += 1
-                        pt_j = pt[j]
-                        ot_d = ot[d]
                         for i in range(N):
-                            ot_d[i] += pt_j[i] * sv
+                            ot[d, i] += pt[j, i] * sv
                 pairs_pv += col[j] * n_vj
             # attn_v_if on o (heads merged: channel c0 + d of token i)
-            out_t = out[t, b, w]  # (N, C)
+            n_o = 0
             for i in range(N):
+                orow = orow0 + i
+                trow = t * batch * nW * N + orow
                 for d in range(hd):
-                    o[d] = ot[d, i]
-                n_o += _if_row(o, bias_q[0:0], vo_i[i, c0:c0 + hd], lo, so,
-                               uo[t, b, w, i, c0:c0 + hd] if uo.size > 0 else no_u, p[4],
-                               no_r, zo)
-                out_r = out_t[i]
-                for d in range(hd):
-                    out_r[c0 + d] = so if zo[d] else zero
-            part_counts[item, 0, t] = n_q
-            part_counts[item, 1, t] = n_k
-            part_counts[item, 2, t] = n_a
-            part_counts[item, 3, t] = n_v
+                    m = vo[orow, c0 + d] + ot[d, i]
+                    fired = m >= lo
+                    vo[orow, c0 + d] = m - (lo if fired else zero)
+                    if uo.size > 0:
+                        fired = fired and uo[trow, c0 + d] > p[4]
+                    fired = fired and so != zero
+                    n_o += fired
+                    out[trow, c0 + d] = so if fired else zero
+            part_counts[item, 3, t] = n_a
             part_counts[item, 4, t] = n_o
             part_pairs[item, 0, t] = pairs_qk
             part_pairs[item, 1, t] = pairs_pv

@@ -188,7 +188,7 @@ def random_config(rng):
         return kwargs
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, 1, 2])
 def test_live_random_configs_match_the_reference(ref, torch, seed):
     mst_torch, make_golden = ref
     kwargs = random_config(np.random.default_rng(seed))
@@ -214,7 +214,14 @@ def test_live_random_configs_match_the_reference(ref, torch, seed):
 
 
 def test_shipped_checkpoint_gives_the_same_logits_in_torch_and_numpy(ref, torch):
-    mst_torch, _ = ref
+    """data/mst_fashion.pth in MSTTorch (strict load) and in mst_ref, 64 sample images.
+
+    The trained model on 64 images has millions of neuron-steps, enough for float32 threshold ties: from
+    step 3 on, float32 and float64 runs of *the reference itself* differ by a few 1e-3 (a handful of
+    spikes flip). So the exact comparison is made in float64 (same cumulative logits to 1e-10, the same
+    spikes at every site and step) and float32 is held to the spike-flip tolerance.
+    """
+    mst_torch, make_golden = ref
     path = DATA / "mst_fashion.pth"
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     fields = {f.name for f in dataclasses.fields(mst_torch.RefConfig)}
@@ -228,12 +235,20 @@ def test_shipped_checkpoint_gives_the_same_logits_in_torch_and_numpy(ref, torch)
     with np.load(DATA / "fashion_sample.npz", allow_pickle=False) as z:
         images = z["images"][:64]  # (64, 28, 28) uint8
     x = ((images.astype(np.float32) / 255.0 - np.float32(0.2860)) / np.float32(0.3530))[:, None]  # (64, 1, 28, 28)
+    T = 8
     with torch.no_grad():
         ann = model(torch.from_numpy(x)).numpy()
-    assert relative_error(ours.ann_forward(x), ann) <= ANN_TOL_32
-    T = 8
     snn = model.snn_forward(torch.from_numpy(x), T).numpy()
-    check_snn(ours.snn_forward(x, T).cumulative_logits, snn, np.float32)
+    assert relative_error(ours.ann_forward(x), ann) <= ANN_TOL_32
+    rel = relative_error(ours.snn_forward(x, T).cumulative_logits, snn)  # (T,)
+    assert rel.max() <= SNN_TOL_LATE
+
+    model.double()
+    snn64, spikes64, names = make_golden.snn_with_spike_counts(model, torch.from_numpy(x).double(), T)
+    result = mst_ref.load_checkpoint(path, dtype=np.float64).snn_forward(x, T)
+    check_snn(result.cumulative_logits, snn64.numpy(), np.float64)
+    counts = np.stack([result.spike_counts_per_step[n] for n in names], axis=1)  # (T, S)
+    np.testing.assert_array_equal(counts, spikes64)
 
 
 @pytest.mark.parametrize("mlp_norm, n_keys", [(True, 518), (False, 398)])

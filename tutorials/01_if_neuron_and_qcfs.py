@@ -131,10 +131,10 @@ out3, trace3 = if_by_hand(x3, lam=1.0)  # (T, 3) each
 print("spikes (rows = neurons, columns = steps):")
 print((out3.T > 0).astype(int))
 print("spike counts:", spike_counts(out3), " rates:", out3.mean(axis=0))
-p1 = plots.traces_png(OUT / "01_membrane_traces.png", trace3, 1.0,
-                      "IF membrane v (before the reset), inputs 0.15 / 0.4 / 0.85, lambda = 1")
-p2 = plots.raster_png(OUT / "01_spike_raster.png", out3 > 0, "IF spikes, inputs 0.15 / 0.4 / 0.85")
-print("wrote", p1, "and", p2)
+png1 = plots.traces_png(OUT / "01_membrane_traces.png", trace3, 1.0,
+                        "IF membrane v (before the reset), inputs 0.15 / 0.4 / 0.85, lambda = 1")
+png2 = plots.raster_png(OUT / "01_spike_raster.png", out3 > 0, "IF spikes, inputs 0.15 / 0.4 / 0.85")
+print("wrote", png1, "and", png2)
 assert spike_counts(out3).tolist() == [3, 8, 17]  # = floor(20 x + 1/2), as section 3 shows
 
 # %% [markdown]
@@ -186,10 +186,10 @@ assert np.array_equal(counts * lam / T, qcfs(x_small, lam, levels=T))
 # the staircase: IF rate against the input for T = 4 and T = 8, and the limit clip(x, 0, lambda)
 x_plot = np.linspace(-0.25, 1.25, 121) * lam  # (121,)
 rates = {f"IF rate, T = {T}": if_neuron(np.tile(x_plot, (T, 1)), lam).mean(axis=0) for T in (4, 8)}
-p = plots.line_chart_png(OUT / "01_rate_vs_input.png", x_plot,
-                         {**rates, "clip(x, 0, lambda)": clip_activation(x_plot, lam)},
-                         "IF firing rate = QCFS with L = T (lambda = 2)", "constant input x", "mean output")
-print("wrote", p)
+png = plots.line_chart_png(OUT / "01_rate_vs_input.png", x_plot,
+                           {**rates, "clip(x, 0, lambda)": clip_activation(x_plot, lam)},
+                           "IF firing rate = QCFS with L = T (lambda = 2)", "constant input x", "mean output")
+print("wrote", png)
 
 # %% [markdown]
 # ## 4. The error bound lambda/(2T) for any input sequence
@@ -289,7 +289,7 @@ x_late = x_early[::-1].copy()  # (T, 1) the same values, strong input last
 for name, xs in (("early", x_early), ("late ", x_late)):
     o, tr = if_by_hand(xs, lam)
     print(f"x {name}: {xs[:, 0]}  v before reset: {tr[:, 0]}  spikes: {o[:, 0]}  rate: {o.mean()}")
-print("mean input:", x_early.mean(), "  QCFS(mean input, L = 4):", qcfs(np.array([x_early.mean()]), lam, 4)[0])
+print("mean input:", x_early.mean(), "  QCFS(mean input, L = 4):", qcfs(x_early.mean(axis=0), lam, 4)[0])
 rate_early, rate_late = if_by_hand(x_early, lam)[0].mean(), if_by_hand(x_late, lam)[0].mean()
 assert x_early.mean() == x_late.mean() == 0.25
 assert rate_early == 0.5 and rate_late == 0.25  # same input, different spike counts

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 try:
-    import mst_ref
+    import mst_ref  # noqa: F401 (is the package importable?)
 except ImportError:  # a checkout that was not pip-installed: put the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import mst_ref
@@ -199,7 +199,8 @@ T, C = 6, 2
 rng = np.random.default_rng(2)
 spikes_in = if_neuron(np.tile(rng.uniform(0, 1, size=(1, 16, C)), (T, 1, 1, 1)), 1.0)  # (T, B, 16, C)
 state = {"toy.norm.weight": rng.uniform(0.5, 1.5, 4 * C), "toy.norm.bias": rng.normal(0, 0.3, 4 * C),
-         "toy.norm.running_mean": rng.normal(0, 0.2, 4 * C), "toy.norm.running_var": rng.uniform(0.5, 2, 4 * C),
+         "toy.norm.running_mean": rng.normal(0, 0.2, 4 * C),
+         "toy.norm.running_var": rng.uniform(0.5, 2, 4 * C),
          "toy.reduction.weight": rng.normal(0, 1 / np.sqrt(4 * C), (2 * C, 4 * C)),
          "toy.reduction_if.up": np.array([0.6])}
 print("input spike counts over T = 6 (16 tokens x C):\n", spike_counts(spikes_in)[0].T)
@@ -330,7 +331,8 @@ assert np.array_equal(h_ann, run_stack_ann(layers, x, activation="clip"))  # the
 assert np.array_equal(h[:16], run_stack_multistep(layers, np.broadcast_to(x, (16, *x.shape))))
 bound = lam / (2 * Ts)  # (11,)
 print("max |SNN mean output - clip ANN| per layer, and the same times 2T / lambda (in units of the bound)")
-print("     T " + "".join(f"{name:>9}" for name in errors) + "  lambda/2T" + "".join(f"{name:>9}" for name in errors))
+header = "".join(f"{name:>9}" for name in errors)
+print("     T " + header + "  lambda/2T" + header)
 for i, t in enumerate(Ts):
     print(f"{t:6d} " + "".join(f"{e[i]:9.5f}" for e in errors.values()) + f"  {bound[i]:9.5f}"
           + "".join(f"{e[i] / bound[i]:9.2f}" for e in errors.values()))
@@ -345,8 +347,8 @@ assert all(e[-1] < 3e-3 for e in errors.values())
 # the bound first, so that layer 1, which lies exactly on it, is drawn on top
 series = {"lambda/(2T) (one neuron's bound)": np.log10(bound)}
 series.update({name: np.log10(e) for name, e in errors.items()})
-p = plots.line_chart_png(OUT / "02_error_vs_T.png", Ts, series,
-                         "IF stack: max |SNN mean output - clip ANN| per layer", "time steps T (log scale)",
-                         "log10 max absolute error", logx=True)
-print("wrote", p)
+png = plots.line_chart_png(OUT / "02_error_vs_T.png", Ts, series,
+                           "IF stack: max |SNN mean output - clip ANN| per layer", "time steps T (log scale)",
+                           "log10 max absolute error", logx=True)
+print("wrote", png)
 print("tutorial 02 done")

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 try:
-    import mst_ref
+    import mst_ref  # noqa: F401 (is the package importable?)
 except ImportError:  # a checkout that was not pip-installed: put the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import mst_ref
@@ -45,7 +45,7 @@ from mst_ref.attention import softmax, window_attention
 from mst_ref.checkpoint import load_checkpoint
 from mst_ref.model import MST, MSTConfig
 from mst_ref.modes import Carry, Mode, expectation_op, expectation_product
-from mst_ref.neurons import if_neuron, spike_counts
+from mst_ref.neurons import if_neuron
 from mst_ref.qcfs import qcfs
 from mst_ref.windows import relative_position_bias, relative_position_index, window_partition
 
@@ -100,14 +100,16 @@ assert np.array_equal(index_hand, relative_position_index(Ws))
 rng = np.random.default_rng(12)
 N, C, nH, L = Ws * Ws, 4, 2, 4
 hd = C // nH
-state = {"toy.qkv.weight": rng.normal(0, 1 / np.sqrt(C), (3 * C, C)), "toy.qkv.bias": rng.normal(0.6, 0.2, 3 * C),
+state = {"toy.qkv.weight": rng.normal(0, 1 / np.sqrt(C), (3 * C, C)),
+         "toy.qkv.bias": rng.normal(0.6, 0.2, 3 * C),
          "toy.relative_position_bias_table": rng.normal(0, 0.5, ((2 * Ws - 1) ** 2, nH)),
          "toy.relative_position_index": relative_position_index(Ws),
          "toy.proj.weight": rng.normal(0, 1 / np.sqrt(C), (C, C)), "toy.proj.bias": rng.normal(0.2, 0.1, C)}
 # thresholds lambda of the six sites, about the size of the trained ones (attn_if ~ 2 in mst_fashion.pth)
 lam = {"q_if": 1.25, "k_if": 1.25, "v_if": 1.0, "attn_if": 2.0, "attn_v_if": 0.5, "proj_if": 0.5}
 state |= {f"toy.{site}.up": np.array([value]) for site, value in lam.items()}
-bias = relative_position_bias(state["toy.relative_position_bias_table"], state["toy.relative_position_index"])
+bias = relative_position_bias(state["toy.relative_position_bias_table"],
+                              state["toy.relative_position_index"])  # (nH, N, N)
 x_pre = rng.uniform(-0.2, 1.2, (N, C))  # (N, C) input currents of the site before attention
 x_ann = qcfs(x_pre, 1.0, L)  # (N, C) its QCFS activations: the attention's input in the ANN
 
@@ -161,7 +163,8 @@ scores = qs @ ks.swapaxes(-1, -2) * hd**-0.5  # (T, nH, N, N)
 a_snn = if_neuron(scores, lam["attn_if"])  # (T, nH, N, N) score spikes
 p_snn = softmax(a_snn + bias)  # (T, nH, N, N) one softmax per step
 o_snn = if_neuron((p_snn @ vs).transpose(0, 2, 1, 3).reshape(T, N, C), lam["attn_v_if"])  # (T, N, C)
-out_snn_hand = if_neuron(o_snn @ state["toy.proj.weight"].T + state["toy.proj.bias"], lam["proj_if"])  # (T, N, C)
+proj = o_snn @ state["toy.proj.weight"].T + state["toy.proj.bias"]  # (T, N, C)
+out_snn_hand = if_neuron(proj, lam["proj_if"])  # (T, N, C)
 print("q spikes, head 0 (T, N, hd):\n", qs[:, 0])
 print("k spikes, head 0 (T, N, hd):\n", ks[:, 0])
 print("channels where q_i and k_j both fired, head 0 (T, N, N):\n", both[:, 0])
@@ -285,8 +288,8 @@ assert err < 1e-12
 #
 # $$ \frac{\| \bar z_T - z_{ANN} \|}{\| z_{ANN} \|} $$
 #
-# of the faithful SNN stops falling: per-step softmax, products and LayerNorm leave a bias that no
-# T removes. The compensated SNN's error keeps falling, like 1/T.
+# of the faithful SNN stops falling (here it settles near 25%): per-step softmax, products and
+# LayerNorm leave a bias that no T removes. The compensated SNN's error keeps falling, like 1/T.
 
 # %%
 cfg = MSTConfig(img_size=8, patch_size=2, in_chans=1, num_classes=4, embed_dim=8, depths=(2, 1),
@@ -298,20 +301,24 @@ T_max, Ts = 1024, 2 ** np.arange(11)  # 1, 2, 4, ..., 1024
 rel_err = {}
 for compensation in ("none", "expectation"):
     mean_logits = model.snn_forward(images, T_max, compensation=compensation).mean_logits  # (T, B, K)
-    rel_err[compensation] = np.array([np.linalg.norm(mean_logits[t - 1] - ann) / np.linalg.norm(ann) for t in Ts])
+    rel_err[compensation] = np.array([np.linalg.norm(mean_logits[t - 1] - ann) / np.linalg.norm(ann)
+                                      for t in Ts])  # (11,)
 print("     T   faithful   compensated")
 for i, t in enumerate(Ts):
     print(f"{t:6d}   {rel_err['none'][i]:8.4f}   {rel_err['expectation'][i]:11.5f}")
 faithful, compensated = rel_err["none"], rel_err["expectation"]
 assert faithful[-1] > 0.5 * faithful[6] and faithful[-1] > 0.02  # T = 1024 vs 64: the faithful one plateaus
-assert compensated[-1] < compensated[8] < compensated[6] and compensated[-1] < compensated[6] / 5  # keeps falling
+assert 0.15 < faithful[-1] < 0.35  # "near 25%"
+assert compensated[-1] < compensated[8] < compensated[6]  # T = 1024 < 256 < 64: it keeps falling ...
+assert compensated[-1] < compensated[6] / 5  # ... about like 1/T (16 times the steps)
 assert compensated[-1] < 0.005 and compensated[-1] < faithful[-1] / 10
-p = plots.line_chart_png(OUT / "03_convergence_random_mst.png", Ts,
-                         {"faithful (per-step softmax / products)": np.log10(faithful),
-                          "expectation-compensated": np.log10(compensated)},
-                         "Random tiny MST: relative logit error vs the clip ANN", "time steps T (log scale)",
-                         "log10 relative error", logx=True)
-print("wrote", p)
+png = plots.line_chart_png(OUT / "03_convergence_random_mst.png", Ts,
+                           {"faithful (per-step softmax / products)": np.log10(faithful),
+                            "expectation-compensated": np.log10(compensated)},
+                           "Random tiny MST: relative logit error vs the clip ANN",
+                           "time steps T (log scale)",
+                           "log10 relative error", logx=True)
+print("wrote", png)
 
 # %% [markdown]
 # ## 7. On the shipped model: accuracy against T
@@ -320,6 +327,11 @@ print("wrote", p)
 # and compensated SNNs on the first images of the shipped test sample for T = 1..32 (one run each:
 # the prediction after t steps is the argmax of the cumulative logits) and compare with the ANN.
 # Kept small so that the tutorial runs in seconds; the `mst-ref` command line runs the full sample.
+#
+# On these images the compensated SNN reaches the ANN's accuracy by T = 16 and stays within two
+# images of it, while the faithful one stays below it; at T = 32 the compensated mean logits are
+# about three times closer to the clip ANN's. Compensation converges like 1/T, so at T = 32 it is
+# not yet exact.
 
 # %%
 n_images, T_max = 64, 32
@@ -343,14 +355,16 @@ for t in (1, 2, 4, 8, 16, 24, 32):
 print(f"relative logit error vs the clip-ANN at T = {T_max}: faithful {logit_err['none']:.3f}, "
       f"compensated {logit_err['expectation']:.3f}")
 assert acc_ann > 0.8 and acc_clip > 0.8  # the trained model works (92% on the whole 1000-image sample)
-assert logit_err["expectation"] < logit_err["none"]  # compensation brings the logits closer to the ANN
+assert logit_err["expectation"] < logit_err["none"] / 2.5  # compensation brings the logits ~3x closer
+assert acc["expectation"][15] >= acc_ann and acc_ann - acc["expectation"][15:].min() <= 2 / n_images + 1e-9
+assert acc["none"][15:].max() < acc_ann  # the faithful SNN stays below the ANN
 assert acc["expectation"][-1] >= acc["none"][-1]  # and, on these images, the accuracy too
 assert acc["none"][-1] > acc["none"][0] and acc["expectation"][-1] > acc["expectation"][0]  # more steps help
 Ts = np.arange(1, T_max + 1)
-p = plots.line_chart_png(OUT / "03_accuracy_vs_T_shipped.png", Ts,
-                         {"SNN, faithful": acc["none"], "SNN, compensated": acc["expectation"],
-                          f"ANN (QCFS, L = {c.qcfs_levels})": np.full(T_max, acc_ann)},
-                         f"mst_fashion.pth, first {n_images} sample images: accuracy vs T",
-                         "time steps T", "accuracy")
-print("wrote", p)
+png = plots.line_chart_png(OUT / "03_accuracy_vs_T_shipped.png", Ts,
+                           {"SNN, faithful": acc["none"], "SNN, compensated": acc["expectation"],
+                            f"ANN (QCFS, L = {c.qcfs_levels})": np.full(T_max, acc_ann)},
+                           f"mst_fashion.pth, first {n_images} sample images: accuracy vs T",
+                           "time steps T", "accuracy")
+print("wrote", png)
 print("tutorial 03 done")

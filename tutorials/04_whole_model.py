@@ -10,7 +10,8 @@
 # %% [markdown]
 # # 04 - The whole model: the trained ANN and its SNN twin on Fashion-MNIST
 #
-# Tutorials 01-03 built the pieces: QCFS, the IF neuron, one block. Here we run the whole shipped
+# Tutorials 01-03 built the pieces: QCFS and the IF neuron (01), converted layers (02) and spiking
+# attention (03). Here we run the whole shipped
 # model, `data/mst_fashion.pth` (a small MST trained with QCFS at L = 8: patch 2, embed 48,
 # depths 2/2, heads 3/6, window 7, 42 activation sites), both ways:
 #
@@ -105,8 +106,10 @@ assert ann_acc >= 0.85  # 92.3 % on the whole 1000-image sample
 #
 # Since Z_t / t is the *mean* head output, which estimates the ANN's logits (each neuron's
 # rate x lambda estimates its QCFS activation), and dividing by t > 0 does not move the argmax,
-# the prediction is that of the mean. `SNNResult` keeps both `step_logits` (z_t) and
-# `cumulative_logits` (Z_t), shape (T, B, K).
+# the prediction is that of the mean. The head is affine, so the mean of the z_t is the head
+# applied to the mean of LayerNorm(x_t); but LayerNorm is not affine, so that is not LayerNorm of the
+# mean (one reason, section 4, why the match is not exact). `SNNResult` keeps both `step_logits`
+# (z_t) and `cumulative_logits` (Z_t), shape (T, B, K).
 #
 # We run the first 4 images recording every site (for sections 5-7), the other 60 without
 # recording; one run of 32 steps gives the read-out after every t <= 32.
@@ -182,7 +185,7 @@ assert rel[-1] < rel[0] and rel[-1] > 0.1
 #
 # **The first site, exactly.** `patch_embed.proj_if` receives the same input at every step
 # (BN(conv(image)): the image is static), and for a constant input the IF neuron's mean output is
-# exactly QCFS with L = T (tutorial 02). We recompute that input by hand:
+# exactly QCFS with L = T (tutorial 01). We recompute that input by hand:
 
 # %%
 ann_final, ann_records = model.ann_forward(images[:N_DETAIL], record="all")
@@ -268,7 +271,7 @@ assert np.array_equal(spikes.sum(axis=0), n_expected)
 #
 # Take `layers.0.blocks.0.mlp.fc1_if`. Its input current is fc1 applied to the spikes of
 # `shortcut2_if`, which we recorded:  I_t = s_t W_fc1^T + b_fc1. Then the IF recurrence of
-# tutorial 02, from the pre-charge v_0 = lambda / 2:
+# tutorial 01, from the pre-charge v_0 = lambda / 2:
 #
 #     v <- v + I_t ;  s_t = [v >= lambda] ;  v <- v - s_t lambda
 #

@@ -47,7 +47,7 @@ try:
 except ImportError:  # a checkout that was not pip-installed: put the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import mst_ref
-from mst_ref import cli, data
+from mst_ref import cli, data, plots
 from mst_ref.checkpoint import (CheckpointError, describe_checkpoint, load_checkpoint, load_state_dict,
                                 save_npz)
 
@@ -343,6 +343,26 @@ assert info_pth["num_keys"] == info_npz["num_keys"] == 140
 assert info_pth["num_thresholds"] == info_npz["num_thresholds"] == 42
 assert info_pth["num_parameters"] == info_npz["num_parameters"] == 303622
 assert info_pth["thresholds"] == info_npz["thresholds"]
+
+# %% [markdown]
+# The thresholds (the QCFS `up` of each site, lambda) are the numbers the conversion hinges on:
+# each IF neuron fires at its site's lambda. Here they are in forward order, next to those of the
+# model trained with random spike masking (tutorial 05), read the same way.
+
+# %%
+lam_plain = info_pth["thresholds"]
+lam_rsm = describe_checkpoint(data.shipped_file("mst_fashion_rsm75.pth"))["thresholds"]
+sites = model.site_names  # forward order
+# the file stores them in the order the modules were defined (v_if before attn_if), not forward order
+moved = [(a, b) for a, b in zip(lam_plain, sites) if a != b]
+print(f"file order vs forward order: {len(moved)} positions differ, e.g. {moved[0]}")
+print("lambda of the first 6 sites:", {k: round(lam_plain[k], 4) for k in sites[:6]})
+print(f"lambda over all 42 sites: min {min(lam_plain.values()):.4f}, max {max(lam_plain.values()):.4f}")
+assert set(lam_plain) == set(sites) == set(lam_rsm) and len(moved) == 8 and min(lam_plain.values()) > 0
+plots.line_chart_png(OUT / "06_thresholds.png", np.arange(len(sites)),
+                     {"mst_fashion.pth": [lam_plain[k] for k in sites],
+                      "mst_fashion_rsm75.pth": [lam_rsm[k] for k in sites]},
+                     "QCFS thresholds lambda per activation site", "site (forward order)", "lambda")
 
 stdout = io.StringIO()
 with contextlib.redirect_stdout(stdout):
