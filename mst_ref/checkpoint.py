@@ -19,7 +19,6 @@ Every unreadable, damaged or refused file raises :class:`CheckpointError` (a Val
 """
 import collections
 import dataclasses
-import inspect
 import json
 import os
 import re
@@ -246,6 +245,12 @@ def _positive_int(v):
     return type(v) is int and v > 0
 
 
+def config_qcfs_levels(config, default=16):
+    """L from our config (``qcfs_levels``); the shapes cannot tell it. Else ``default`` (published: 16)."""
+    levels = config.get("qcfs_levels")
+    return levels if _positive_int(levels) else default
+
+
 def load_checkpoint(path, img_size=None, dtype=np.float32):
     """Load a checkpoint into an :class:`mst_ref.model.MST`.
 
@@ -259,11 +264,8 @@ def load_checkpoint(path, img_size=None, dtype=np.float32):
 
     state, meta = load_state_dict(path)
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-    options = {}
-    levels = config.get("qcfs_levels")
-    if _positive_int(levels) and "qcfs_levels" in inspect.signature(MST.from_state_dict).parameters:
-        options["qcfs_levels"] = levels
-    model = MST.from_state_dict(state, img_size=img_size or config_img_size(config), dtype=dtype, **options)
+    model = MST.from_state_dict(state, img_size=img_size or config_img_size(config), dtype=dtype,
+                                qcfs_levels=config_qcfs_levels(config))
     ratio = config_mask_ratio(config)
     if ratio is not None:
         model.trained_mask_ratio = ratio
@@ -278,7 +280,7 @@ def describe_checkpoint(path, img_size=None):
     The architecture is :func:`mst_ref.layout.infer_config` of the shapes (None, with the reason
     under ``architecture_error``, when the state dict is not an MST one).
     """
-    from mst_ref.layout import infer_config
+    from mst_ref.layout import infer_config, site_names
 
     state, meta = load_state_dict(path)
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
@@ -286,7 +288,11 @@ def describe_checkpoint(path, img_size=None):
                   if k.endswith(".up") and v.size == 1}
     dtypes = dict(collections.Counter(str(v.dtype) for v in state.values()))
     try:
-        architecture = dataclasses.asdict(infer_config(state, img_size or config_img_size(config)))
+        arch = infer_config(state, img_size or config_img_size(config), config_qcfs_levels(config))
+        architecture = dataclasses.asdict(arch)
+        # forward order (the file's order is the state dict's, e.g. v_if before attn_if)
+        order = {name: i for i, name in enumerate(site_names(arch))}
+        thresholds = dict(sorted(thresholds.items(), key=lambda kv: order.get(kv[0], len(order))))
         error = None
     except ValueError as e:
         architecture, error = None, str(e)

@@ -26,6 +26,7 @@
 # (default `tutorial_out/` under the current folder).
 
 # %%
+import atexit
 import contextlib
 import io
 import json
@@ -233,6 +234,7 @@ assert tiny["config"] == meta["config"] and tiny["epoch"] == meta["epoch"] == 31
 
 # %%
 tmp = Path(tempfile.mkdtemp(prefix="mst_tutorial_06_"))
+atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # the malicious file goes away with its folder
 marker = tmp / "marker_created_by_payload.txt"
 
 
@@ -388,5 +390,4 @@ print(f"max |pth - npz| over 16 images: {diff}; predictions {logits_pth.argmax(1
 assert model_npz.config == model.config
 assert np.array_equal(logits_pth, logits_npz)
 assert not marker.exists()
-shutil.rmtree(tmp)  # the malicious file goes away with its folder
 print("tutorial 06 done; outputs in", OUT.resolve())
