@@ -118,7 +118,8 @@ def cmd_mask_sweep(args):
     """Print SOPs, energy and accuracy per masking ratio (and a layer-wise map with --layerwise)."""
     ratios = [_check_ratio(p, "--ratios values") for p in _floats(args.ratios, "--ratios")]
     ratios = sorted(set([0.0] + ratios))  # p = 0 is the reference
-    for value, name in ((args.timesteps, "--timesteps"), (args.seeds, "--seeds"), (args.batch_size, "--batch-size")):
+    for value, name in ((args.timesteps, "--timesteps"), (args.seeds, "--seeds"),
+                        (args.batch_size, "--batch-size")):
         _positive(value, name)
     energy.energy_pj(0, 0, args.e_ac, args.e_mac)  # checks the constants
     n_val = _positive(args.val_limit, "--val-limit") if args.layerwise else 0
@@ -175,7 +176,8 @@ def cmd_mask_sweep(args):
               f"{len(images)}, T={args.search_timesteps}, tolerance {100 * args.tolerance:g} points):")
         for pattern, p in search.ratios.items():
             print(f"  {pattern:<24} p={p:g}")
-        print(f"  search: unmasked {100 * search.baseline_accuracy:.2f}% {search.baseline_sops_per_image:.4g} SOPs/img; "
+        print(f"  search: unmasked {100 * search.baseline_accuracy:.2f}% "
+              f"{search.baseline_sops_per_image:.4g} SOPs/img; "
               f"best global p={search.global_ratio:g} {100 * search.global_accuracy:.2f}% "
               f"{search.global_sops_per_image:.4g}; layer-wise {100 * search.accuracy:.2f}% "
               f"{search.sops_per_image:.4g} ({len(search.trials)} evaluations)")

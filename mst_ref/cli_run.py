@@ -5,7 +5,8 @@ Each is a function ``cmd_<name>(args) -> int`` (the exit status); ``add_eval_par
 
     mst-ref eval CHECKPOINT --data PATH [--timesteps 1,2,4,...,128] [--mask-ratio P] [--limit N]
                  [--batch-size B] [--seed S] [--json OUT] [--mean M] [--std S] [--split test]
-    mst-ref demo [--out DIR] [--limit N] [--timesteps 1,2,...,64] [--batch-size B] [--seed S]
+    mst-ref demo [--out DIR] [--limit N] [--timesteps 1,2,4,...,64] [--batch-size B] [--seed S]
+                 [--checkpoint PATH]
 
 ``eval`` is the published ``snn_validate``: for every batch, the ANN (QCFS) accuracy, and ONE SNN run
 to the largest T whose cumulative logits give the prediction at every listed T. The demo does the same
@@ -15,7 +16,7 @@ attention maps. Tables go to stdout, progress bars to stderr.
 
 Normalisation: ``mean`` / ``std`` from the checkpoint's config when it has them (the shipped models
 do), else Fashion-MNIST's (0.2860 / 0.3530) for a 1-channel model and ImageNet's ((0.485, 0.456, 0.406)
-/ (0.229, 0.224, 0.225), what the official MST code uses for CIFAR and ImageNet) for a 3-channel one;
+/ (0.229, 0.224, 0.225), the timm / torchvision convention for RGB models) for a 3-channel one;
 ``--mean`` / ``--std`` override both. Masking: the model's trained ratio unless ``--mask-ratio`` says
 otherwise (a model trained with p is run with p, as published), in the ANN and the SNN, with masks
 drawn from ``--seed``; results with masking then also depend on ``--batch-size``.
@@ -27,16 +28,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from . import data, plots
 from .attention import softmax
-from .checkpoint import CheckpointError, load_checkpoint, load_state_dict
+from .checkpoint import load_checkpoint, load_state_dict
 from .layers import batch_norm, bn_params
 from .neurons import IFState
 from .windows import relative_position_bias, window_reverse
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-DEMO_CHECKPOINT, DEMO_LIMIT, DEMO_TIMESTEPS = "mst_fashion.pth", 96, "1,2,4,8,16,32,64"
+DEMO_CHECKPOINT, DEMO_LIMIT, DEMO_TIMESTEPS = "mst_fashion.pth", 50, "1,2,4,8,16,32,64"
 DEMO_SITE = "layers.0.blocks.0.shortcut1_if"  # raster and membrane traces: the first block's input spikes
 
 
@@ -131,12 +133,13 @@ def evaluate(model, dataset, timesteps, mean, std, mask_ratio=0.0, limit=None, b
         for t in timesteps:
             out["snn_correct"][t] += int((predictions[t - 1] == y).sum())
         out["spikes"] += sum(result.spike_counts_by_site.values())
-        try:
-            out["sops"] += result.sops
-            out["macs"] += result.macs
-            out["energy_pj"] += result.energy_pj
-        except (AttributeError, ValueError):  # no energy accounting in this version: spike counts only
-            out["sops"] = out["macs"] = out["energy_pj"] = None
+        if out["sops"] is not None:
+            try:  # SOPs and energy (mst_ref.energy); without them, spike counts only
+                out["sops"] += result.sops
+                out["macs"] += result.macs
+                out["energy_pj"] += result.energy_pj
+            except (AttributeError, ValueError):
+                out["sops"] = out["macs"] = out["energy_pj"] = None
         done += len(y)
         if bar:
             bar.update(done * (t_max + 1))
@@ -219,6 +222,9 @@ def cmd_eval(args):
             raise ValueError(f"--mask-ratio must be in [0, 1]; got {args.mask_ratio}")
         dataset = data.load_dataset(args.data, args.split)
         model, mean, std, where = load_model(args.checkpoint)
+        if dataset.labels.max(initial=0) >= model.config.num_classes:
+            raise ValueError(f"{args.data} has labels up to {dataset.labels.max()} but the checkpoint has "
+                             f"{model.config.num_classes} classes: is this the dataset it was trained on?")
         if args.mean is not None or args.std is not None:
             mean = _floats(args.mean, "mean") if args.mean else mean
             std = _floats(args.std, "std") if args.std else std
@@ -267,6 +273,7 @@ def add_demo_parser(sub):
 
 def cmd_demo(args):
     """Evaluate the shipped model on the shipped sample, then draw one image's spikes and attention."""
+    start = time.perf_counter()
     try:
         timesteps = parse_timesteps(args.timesteps)
         if args.limit < 1 or args.batch_size < 1:
@@ -285,11 +292,15 @@ def cmd_demo(args):
           f"embed {cfg.embed_dim}, depths {list(cfg.depths)}, L={cfg.qcfs_levels}, mask ratio {p:g}")
     stats = evaluate(model, dataset, timesteps, mean, std, p, n, args.batch_size, args.seed, "demo")
     print("\n".join(_table(stats, timesteps, cfg.qcfs_levels) + _energy_lines(model, stats, t_max)))
+    if n < len(dataset):
+        print(f"({n} images give a rough estimate; for all {len(dataset)}: mst-ref eval {path} "
+              f"--data {data.sample_path()} --timesteps {args.timesteps})")
     x = data.prepare_images(dataset.images[:1], cfg.img_size, cfg.in_chans, mean, std)  # (1, Cin, H, W)
     written = [_accuracy_png(out, stats, timesteps)] + _one_image_pngs(out, model, x, dataset, t_max, p, args.seed)
     print(f"wrote {len(written)} PNGs to {out.resolve()}:")
     for f in written:
         print(f"  {f.name}")
+    print(f"done in {time.perf_counter() - start:.0f} s")
     return 0
 
 
@@ -333,8 +344,10 @@ def _one_image_pngs(out, model, x, dataset, t_max, p, seed):
     same = np.array_equal(np.array(emitted), spikes[:, pick])
     print(f"membrane traces: IFState on the recorded input reproduces the model's spikes of "
           f"{len(pick)} neurons: {'yes' if same else 'NO'}")
-    written.append(plots.traces_png(out / "membrane_traces.png", np.array(before), float(lam[0]),
-                                    f"{DEMO_SITE}: v before reset of neurons {', '.join(map(str, pick))} (0, 1, 2)"))
+    shown = min(t_max, 24)  # the first steps only: the input current is itself spiky, long traces blur
+    written.append(plots.traces_png(out / "membrane_traces.png", np.array(before[:shown]), float(lam[0]),
+                                    f"{DEMO_SITE}: v before reset, neurons {', '.join(map(str, pick))} "
+                                    f"(0, 1, 2), first {shown} steps"))
     # attention: softmax(a + B_rel) of block 0 (not shifted), ANN and SNN (mean over steps)
     bias = relative_position_bias(s["layers.0.blocks.0.attn.relative_position_bias_table"],
                                   s["layers.0.blocks.0.attn.relative_position_index"])  # (nH, N, N)
@@ -368,7 +381,6 @@ def _window_ink(image, stage, patch):
 def _overlay(image, heat):
     """(H, W) uint8 image under a viridis map of ``heat`` (resized to the image if needed)."""
     if heat.shape != image.shape:
-        from PIL import Image
         heat = np.asarray(Image.fromarray(heat.astype(np.float32)).resize(image.shape[::-1], Image.BILINEAR))
     u = (heat - heat.min()) / (np.ptp(heat) or 1.0)
     # rgb = 0.45 * image + 0.55 * colormap(u)

@@ -1,7 +1,8 @@
 """Energy accounting: spikes -> synaptic operations (SOPs) -> energy, against the ANN's MACs.
 
-Not in the published code (MST_SPEC section 6); this is the field's convention (Spikformer, MST) made
-explicit. An SNN run is charged
+Not in the published code (MST_SPEC section 6). The field's convention (Spikformer, MST): work
+triggered by spikes costs one accumulate (AC, an "SOP") per synapse reached, work on multi-bit values
+one multiply-accumulate (MAC); every choice it leaves open is spelled out below. An SNN run is charged
 
     E_SNN = E_AC * SOPs + E_MAC * MACs,        E_ANN = E_MAC * MACs_ANN
 
@@ -30,7 +31,8 @@ site (its spikes feed ...)                  fan-out           why
 ==========================================  ================  =============================================
 
 Products of two activations are charged one AC per multiply whose operands are both nonzero (the work
-left when zeros are skipped), counted during the run by :meth:`mst_ref.modes.Mode.product`:
+left when zeros are skipped), counted during the run (:meth:`mst_ref.modes.Mode.product`, or the fused
+kernels of :mod:`mst_ref.fast`, which count the same):
 
     pairs(a b) = sum over (..., k) of nnz(a[..., :, k]) * nnz(b[..., k, :])
 
@@ -128,7 +130,8 @@ def product_names(config):
 
 def dense_product_macs(config):
     """MACs of each product per image when dense (the ANN): nW nH N^2 hd = M N C."""
-    return {f"{b}.attn.{op}": m * n * st.dim for _, _, b, st, m, nw, n in _blocks(config) for op in ("qk", "pv")}
+    return {f"{b}.attn.{op}": m * n * st.dim
+            for _, _, b, st, m, nw, n in _blocks(config) for op in ("qk", "pv")}
 
 
 def input_macs(config):

@@ -147,48 +147,61 @@ def site_scan(x, T, add, add_rows, bias, scale, shift, lam, gain, v, u, p, pre, 
     lam_ = consts[0]
     spike = lam_ * consts[1]  # the output of a kept spike, lambda * gain rounded in x's dtype
     zero = lam_ - lam_
+    live = spike != zero  # False when p = 1: every output is 0
     rows_per = max(1, _SITE_ELEMENTS // max(C, 1))
     n_blocks = (R + rows_per - 1) // rows_per
     partial = np.zeros((n_blocks, T), dtype=np.int64)
     for blk in prange(n_blocks):
         r0 = blk * rows_per
         r1 = min(r0 + rows_per, R)
-        y = np.empty(C, dtype=x.dtype)  # (C,) one row's input currents
+        y = np.empty(C, dtype=x.dtype)  # one row's input currents
+        z = np.empty(C, dtype=np.bool_)  # one row's kept spikes
         for t in range(T):
             tx = t if Tx > 1 else 0
             n = 0
             for r in range(r0, r1):
+                ra = (add_rows[r] if has_rows else r) if has_add else 0
+                # y = ((x + add) + bias) * scale + shift   (the flags are loop-invariant)
                 for c in range(C):
-                    y[c] = x[tx, r, c]
-                if has_add:
-                    ra = add_rows[r] if has_rows else r
-                    for c in range(C):
-                        y[c] = y[c] + add[t, ra, c]
-                if has_bias:
-                    for c in range(C):
-                        y[c] = y[c] + bias[c]
-                if has_scale:
-                    for c in range(C):
-                        y[c] = y[c] * scale[c]
-                if has_shift:
-                    for c in range(C):
-                        y[c] = y[c] + shift[c]
+                    yc = x[tx, r, c]
+                    if has_add:
+                        yc = yc + add[t, ra, c]
+                    if has_bias:
+                        yc = yc + bias[c]
+                    if has_scale:
+                        yc = yc * scale[c]
+                    if has_shift:
+                        yc = yc + shift[c]
+                    y[c] = yc
                 if has_pre:
                     for c in range(C):
                         pre[t, r, c] = y[c]
                 for c in range(C):
                     # v <- v + y ; z = [v >= lambda] ; v <- v - z lambda
                     vm = v[r, c] + y[c]
-                    z = vm >= lam_
-                    v[r, c] = vm - (lam_ if z else zero)
-                    if has_u:
-                        z = z and u[t, r, c] > p
-                    o = spike if z else zero
-                    n += 1 if (z and o != zero) else 0
+                    fired = vm >= lam_
+                    v[r, c] = vm - (lam_ if fired else zero)
+                    z[c] = fired
+                if has_u:
+                    # RSM: keep where u > p
+                    for c in range(C):
+                        z[c] = z[c] and u[t, r, c] > p
+                if live:
+                    for c in range(C):
+                        n += z[c]
                     if has_out:
-                        out[t, r, c] = o
+                        for c in range(C):
+                            out[t, r, c] = spike if z[c] else zero
                     if has_post:
-                        post[t, r, c] = post[t, r, c] + o
+                        for c in range(C):
+                            post[t, r, c] = post[t, r, c] + (spike if z[c] else zero)
+                else:
+                    if has_out:
+                        for c in range(C):
+                            out[t, r, c] = zero
+                    if has_post:  # + 0, as the unfused add rounds (-0 + 0 = +0)
+                        for c in range(C):
+                            post[t, r, c] = post[t, r, c] + zero
             partial[blk, t] = n
     return partial.sum(axis=0)
 

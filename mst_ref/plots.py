@@ -153,10 +153,6 @@ def line_chart_png(path, x, series, title, xlabel, ylabel, logx=False):
     series : dict of {str: (n,) numbers}, label -> y values (finite), drawn in PALETTE order
     title, xlabel, ylabel : str
     logx : bool, log-scaled x axis; ticks at the x values themselves when there are at most 12
-
-    Returns
-    -------
-    Path
     """
     path = _out_path(path)
     x = _finite("x", x, 1)
@@ -198,10 +194,6 @@ def raster_png(path, spikes, title):
     path : str or Path
     spikes : (T, n) bool or 0/1 ndarray; pass ``out != 0`` for IF outputs of 0 or lambda
     title : str
-
-    Returns
-    -------
-    Path
     """
     path = _out_path(path)
     s = _finite("spikes", spikes, 2)
@@ -228,10 +220,6 @@ def traces_png(path, traces, threshold, title):
     traces : (T, n) numbers, v of neuron i after step t in column i
     threshold : float, lambda, drawn as a dashed red line
     title : str
-
-    Returns
-    -------
-    Path
     """
     path = _out_path(path)
     v = _finite("traces", traces, 2)
@@ -267,10 +255,6 @@ def heatmap_png(path, matrix, row_labels, col_labels, title):
     matrix : (R, C) numbers; row 0 at the top, column 0 at the left
     row_labels, col_labels : R and C strings, or None for 0, 1, ...; long axes label every k-th
     title : str
-
-    Returns
-    -------
-    Path
     """
     path = _out_path(path)
     m = _finite("matrix", matrix, 2)
@@ -290,7 +274,8 @@ def heatmap_png(path, matrix, row_labels, col_labels, title):
     cells = colormap((m - lo) / (hi - lo) if hi > lo else np.zeros_like(m))  # (R, C, 3)
     image.paste(Image.fromarray(cells).resize((C * cell, R * cell), Image.NEAREST), (x0, y0))
     draw.rectangle((x0 - 1, y0 - 1, x0 + C * cell, y0 + R * cell), outline=BLACK)
-    every_r, every_c = max(1, math.ceil(14 / cell)), max(1, math.ceil(_max_width(probe, cols) / cell))
+    widest = 6 + max(_text_size(probe, t)[0] for t in cols)  # label every k-th row / column, no overlaps
+    every_r, every_c = max(1, math.ceil(14 / cell)), max(1, math.ceil(widest / cell))
     for i in range(0, R, every_r):
         draw.text((x0 - 6, y0 + i * cell + cell // 2), rows[i], fill=BLACK, font=_font(), anchor="rm")
     for j in range(0, C, every_c):
@@ -306,10 +291,6 @@ def heatmap_png(path, matrix, row_labels, col_labels, title):
     return path
 
 
-def _max_width(draw, labels):
-    return 6 + max(_text_size(draw, s)[0] for s in labels)
-
-
 def image_png(path, image, title, scale=8):
     """An image enlarged ``scale`` times (nearest neighbour), under a title line.
 
@@ -319,10 +300,6 @@ def image_png(path, image, title, scale=8):
     image : (H, W) or (H, W, 3) uint8 (shown as is) or floats (scaled: min -> 0, max -> 255)
     title : str
     scale : int >= 1
-
-    Returns
-    -------
-    Path
 
     Notes
     -----

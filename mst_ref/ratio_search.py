@@ -107,7 +107,8 @@ def _check(candidates, tolerance, images, labels):
     if not cands or any(not 0 < p <= 1 for p in cands):
         raise ValueError(f"candidate ratios must be numbers in (0, 1]; got {list(candidates)}")
     if not (isinstance(tolerance, numbers.Real) and 0 <= tolerance <= 1):
-        raise ValueError(f"tolerance must be an accuracy drop in [0, 1] (e.g. 0.01 = one point); got {tolerance!r}")
+        raise ValueError(f"tolerance must be an accuracy drop in [0, 1] (e.g. 0.01 = one point); "
+                         f"got {tolerance!r}")
     if len(images) == 0 or len(images) != len(labels):
         raise ValueError(f"need validation images and as many labels; got {len(images)} and {len(labels)}")
     return cands

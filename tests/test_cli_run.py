@@ -108,6 +108,7 @@ def test_eval_on_the_shipped_sample_matches_the_library(tmp_path):
     (["--data", "SAMPLE", "--timesteps", "1,x"], "--timesteps must be integers"),
     (["--data", "SAMPLE", "--mask-ratio", "1.5"], "--mask-ratio must be in"),
     (["--data", "SAMPLE", "--limit", "0"], "--limit must be >= 1"),
+    (["--data", "SAMPLE"], "has labels up to 9 but the checkpoint has 3 classes"),
 ])
 def test_eval_bad_arguments_fail_with_a_message_not_a_traceback(tiny_checkpoint, argv, message, capsys):
     argv = [str(sample_path()) if a == "SAMPLE" else a for a in argv]

@@ -156,8 +156,9 @@ assert spike_counts(out3).tolist() == [3, 8, 17]  # = floor(20 x + 1/2), as sect
 # exactly QCFS's clip. Both design choices matter:
 #
 # * the **pre-charge** lambda/2 is the "+1/2" of QCFS: it turns round-down into round-to-nearest;
-# * the **reset by subtraction** keeps the remainder v_t, so nothing is lost between spikes (a
-#   reset *to zero* would throw the remainder away and the count would no longer be a floor).
+# * the **reset by subtraction** keeps the remainder v_t, so nothing is lost between spikes. A
+#   reset *to zero* throws the remainder away at every spike, so the neuron fires too rarely
+#   (shown below).
 #
 # We check it on a grid of inputs (multiples of 1/64: binary fractions, so every addition is exact
 # and equality is exact too; on arbitrary floats the two can differ by one spike when
@@ -183,6 +184,31 @@ print("  rate = n lam / T:", counts * lam / T)
 print("  QCFS(x, L = 4)  :", qcfs(x_small, lam, levels=T))
 assert np.array_equal(counts * lam / T, qcfs(x_small, lam, levels=T))
 
+# %% [markdown]
+# The same neurons with a reset *to zero* (v <- 0 after a spike) instead of by subtraction: the
+# remainder v - lambda is lost at every spike, and the rate falls below QCFS.
+
+
+# %%
+def if_reset_to_zero(x, lam):
+    v, out = np.full(x.shape[1:], lam / 2), np.zeros_like(x)  # (...), (T, ...)
+    for t in range(x.shape[0]):
+        v = v + x[t]  # v <- v + x_t
+        out[t] = (v >= lam) * lam  # s_t = [v >= lambda]
+        v = np.where(v >= lam, 0.0, v)  # v <- 0 after a spike: the remainder is lost
+    return out
+
+
+x_r, T, lam = np.array([0.3, 0.6, 0.85]), 20, 1.0
+rate_zero_reset = if_reset_to_zero(np.tile(x_r, (T, 1)), lam).mean(axis=0)  # (3,)
+rate_subtract = if_by_hand(np.tile(x_r, (T, 1)), lam)[0].mean(axis=0)  # (3,)
+print(f"x = {x_r}, T = {T}")
+print("  rate, reset by subtraction:", rate_subtract, " = QCFS(x, L = T):", qcfs(x_r, lam, levels=T))
+print("  rate, reset to zero       :", rate_zero_reset)
+assert np.array_equal(rate_subtract, qcfs(x_r, lam, levels=T))
+assert np.all(rate_zero_reset < qcfs(x_r, lam, levels=T))  # every neuron fires too rarely
+
+# %%
 # the staircase: IF rate against the input for T = 4 and T = 8, and the limit clip(x, 0, lambda)
 x_plot = np.linspace(-0.25, 1.25, 121) * lam  # (121,)
 rates = {f"IF rate, T = {T}": if_neuron(np.tile(x_plot, (T, 1)), lam).mean(axis=0) for T in (4, 8)}
@@ -298,9 +324,8 @@ assert abs(rate_early - x_early.mean()) > lam / (2 * T)  # inputs outside [0, la
 # %% [markdown]
 # The early burst fired two spikes that the later negative input could not cancel (v ends at
 # -0.5, below zero). Section 4's bound assumed every x_t in [0, lambda], which this sequence
-# violates. Unevenness is why a deep SNN does not match its ANN exactly even at large T, and why
-# it converges more slowly than one layer's lambda/(2T): tutorial 2 measures it on a stack of
-# layers.
+# violates. Unevenness is why the deeper layers of an SNN miss their ANN by more than one neuron's
+# lambda/(2T): tutorial 02 measures it on a stack of layers.
 #
 # ## 6. The hand-written neuron against mst_ref
 #

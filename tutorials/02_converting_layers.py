@@ -21,8 +21,8 @@
 # 3. patch merging is a gather + BatchNorm + linear, so it commutes too;
 # 4. two ways to simulate: layer by layer (all T steps at once) and step by step (all layers at
 #    once per step) give the same numbers, on a toy stack and on a whole MST;
-# 5. how the error of a stack of IF layers shrinks with T, and why deeper layers converge more
-#    slowly than one neuron's lambda/(2T).
+# 5. how the error of a stack of IF layers shrinks with T, and why deeper layers miss by more
+#    than one neuron's bound lambda/(2T) (though still by O(1/T)).
 #
 # Run it as `python tutorials/02_converting_layers.py`; pictures go to `$MST_TUTORIAL_OUT`
 # (default `tutorial_out/` under the current folder).
