@@ -22,6 +22,7 @@ import numpy as np
 from .analysis import PARTS, commutation_check, op_kind, site_errors
 from .checkpoint import load_checkpoint, load_state_dict
 from .data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, load_dataset, prepare_images, sample_path
+from .plots import heatmap_png, line_chart_png
 
 __all__ = ["add_analyze_parser", "cmd_analyze", "parse_timesteps"]
 
@@ -131,8 +132,6 @@ def _print_site_table(se, width):
 
 
 def _site_mode(args, model, x, y, stops, comps, p, out):
-    from .plots import heatmap_png
-
     width = max(len(s) for s in model.site_names) + 1
     for comp in comps:
         se = site_errors(model, x, stops, comp, p, np.random.default_rng(args.seed), sites=args.sites,
@@ -141,7 +140,7 @@ def _site_mode(args, model, x, y, stops, comps, p, out):
         _print_site_table(se, width)
         path = heatmap_png(out / f"site_errors_{comp}.png", se.mean_abs_error / se.thresholds[:, None],
                            se.sites, [str(t) for t in stops],
-                           f"mean |SNN - ANN| / lambda, {_LABELS[comp]} SNN (columns: T)")
+                           f"mean |SNN - {args.reference} ANN| / lambda, {_LABELS[comp]} SNN (columns: T)")
         print(f"wrote {path}")
         if args.commutation:
             print(f"\ncommutation with the mean over time, {_LABELS[comp]} SNN, T={stops[-1]}: "
@@ -153,8 +152,6 @@ def _site_mode(args, model, x, y, stops, comps, p, out):
 
 
 def _curve_mode(args, model, x, y, stops, comps, p, out):
-    from .plots import line_chart_png
-
     rng = np.random.default_rng(args.seed)
     ann_qcfs = model.ann_forward(x, mask_ratio=p, rng=rng).argmax(-1)  # (n,)
     ann_clip_logits = model.ann_forward(x, quantize=False, mask_ratio=p, rng=rng)  # (n, K)

@@ -213,7 +213,11 @@ def _floats(text, name):
 
 
 def cmd_eval(args):
-    """Print the per-T accuracy table of a checkpoint on a dataset; optionally write it as JSON."""
+    """Print the per-T accuracy table of a checkpoint on a dataset; optionally write it as JSON.
+
+    The JSON holds the settings, ``n``, ``ann_accuracy`` and ``snn_accuracy`` {"T": ...} (fractions in
+    [0, 1]), the counts behind them, and spikes, SOPs and energy per image of the run to max T.
+    """
     try:
         timesteps = parse_timesteps(args.timesteps)
         if args.batch_size < 1 or (args.limit is not None and args.limit < 1):

@@ -193,10 +193,14 @@ def nonzero_pairs(a, b):
               \\mathrm{nnz}(b_t[\\ldots, k, :])
 
     For binary q and k this is the number of (query, key, d) triples where both spike: the
-    accumulates an event-driven q k^T performs (:mod:`mst_ref.energy`).
+    accumulates an event-driven q k^T performs (:mod:`mst_ref.energy`). Subnormal values count as zero
+    (|x| < the dtype's smallest normal number, as flush-to-zero hardware and the fused kernels treat
+    them): the softmax weights across Swin's shift mask, exp(-100), are such values.
     """
-    na = np.count_nonzero(a, axis=-2).astype(np.int64)  # (T, ..., k)
-    nb = np.count_nonzero(b, axis=-1).astype(np.int64)  # (T, ..., k)
+    tiny = np.finfo(a.dtype).tiny if a.dtype.kind == "f" else 0
+    na = np.count_nonzero(np.abs(a) >= tiny if tiny else a, axis=-2).astype(np.int64)  # (T, ..., k)
+    tiny = np.finfo(b.dtype).tiny if b.dtype.kind == "f" else 0
+    nb = np.count_nonzero(np.abs(b) >= tiny if tiny else b, axis=-1).astype(np.int64)  # (T, ..., k)
     return (na * nb).reshape(a.shape[0], -1).sum(axis=1)  # (T,)
 
 

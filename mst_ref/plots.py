@@ -144,7 +144,7 @@ def _value_ticks(lo, hi):
 
 
 def line_chart_png(path, x, series, title, xlabel, ylabel, logx=False):
-    """Lines with point markers, one per series, sharing the x values.
+    """Lines, one per series, sharing the x values; point markers too when there are at most 40 points.
 
     Parameters
     ----------
@@ -152,7 +152,7 @@ def line_chart_png(path, x, series, title, xlabel, ylabel, logx=False):
     x : (n,) numbers, > 0 when ``logx``
     series : dict of {str: (n,) numbers}, label -> y values (finite), drawn in PALETTE order
     title, xlabel, ylabel : str
-    logx : bool, log-scaled x axis; ticks at the x values themselves when there are at most 12
+    logx : bool, log-scaled x axis; ticks at the x values when there are at most 12, else 1-2-5 steps
     """
     path = _out_path(path)
     x = _finite("x", x, 1)
@@ -169,10 +169,10 @@ def line_chart_png(path, x, series, title, xlabel, ylabel, logx=False):
     legend = [(label, PALETTE[i % len(PALETTE)], False) for i, label in enumerate(ys)]
     ax = _Axes(title, legend, _padded_range(xs.min(), xs.max()), _padded_range(all_y.min(), all_y.max()))
     if logx:
-        values = np.unique(x) if np.unique(x).size <= 12 else [
-            10.0**k for k in range(math.floor(xs.min()), math.ceil(xs.max()) + 1)]
-        xticks = [(math.log10(v), _label(v)) for v in values
-                  if ax.xlim[0] <= math.log10(v) <= ax.xlim[1]]
+        decades = range(math.floor(xs.min()), math.ceil(xs.max()) + 1)
+        values = [m * 10.0**k for k in decades for m in ((1, 2, 5) if len(decades) <= 4 else (1,))]
+        values = np.unique(x) if np.unique(x).size <= 12 else values  # the x values, or 1-2-5 steps
+        xticks = [(math.log10(v), _label(v)) for v in values if ax.xlim[0] <= math.log10(v) <= ax.xlim[1]]
     else:
         xticks = _value_ticks(*ax.xlim)
     ax.frame(xticks, _value_ticks(*ax.ylim), xlabel, ylabel)
@@ -181,7 +181,7 @@ def line_chart_png(path, x, series, title, xlabel, ylabel, logx=False):
         points = [ax.px(a, b) for a, b in zip(xs, y)]
         if len(points) > 1:
             ax.draw.line(points, fill=color, width=2, joint="curve")
-        for c, r in points:
+        for c, r in points if len(points) <= 40 else points[:1]:  # markers, unless they would crowd
             ax.draw.ellipse((c - 3, r - 3, c + 3, r + 3), fill=color)
     return ax.save(path)
 

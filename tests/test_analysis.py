@@ -46,7 +46,8 @@ def test_compensated_snn_converges_like_1_over_T_and_the_faithful_one_plateaus(c
     x = _images(seed + 1, batch).astype(np.float32)
     ann = model.ann_forward(x, quantize=False)  # the clip ANN: what the compensated SNN tends to
     comp = _relative_errors(model.snn_forward(x, 1024, compensation="expectation").mean_logits, ann)
-    faithful = _relative_errors(model.snn_forward(x, 1024).mean_logits, ann)
+    # the readable path (tests/test_model.py covers the fused kernels at T = 1024)
+    faithful = _relative_errors(model.snn_forward(x, 1024, fast=False).mean_logits, ann)
     T = np.arange(1, 1025)
     late = T >= 16
     slope = np.polyfit(np.log(T[late]), np.log(comp[late]), 1)[0]  # err ~ T^slope

@@ -1,7 +1,10 @@
 """Tests for mst_ref.cli_run: ``demo`` writes its pictures, ``eval`` reports per-T accuracy as JSON."""
 
 import argparse
+import gzip
 import json
+import pickle
+import struct
 
 import numpy as np
 import pytest
@@ -101,6 +104,35 @@ def test_eval_on_the_shipped_sample_matches_the_library(tmp_path):
     predictions = model.snn_forward(x, 8).predictions  # (T, B): no masking, so batching does not matter
     assert result["ann_correct"] == ann and result["n"] == 20 and result["mask_ratio"] == 0
     assert result["snn_correct"] == {str(t): int((predictions[t - 1] == ds.labels[:20]).sum()) for t in (2, 8)}
+
+
+def write_idx_folder(folder, images, labels):
+    """Fashion-MNIST's test files (gzipped IDX: magic 0x0803 / 0x0801, big-endian sizes, bytes)."""
+    for name, array, magic in [("t10k-images-idx3-ubyte.gz", images, 0x0803), ("t10k-labels-idx1-ubyte.gz",
+                                                                                labels.astype(np.uint8), 0x0801)]:
+        header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
+        (folder / name).write_bytes(gzip.compress(header + array.tobytes()))
+
+
+def write_cifar_folder(folder, images, labels):
+    """A CIFAR-10 'python version' folder: test_batch = {'data': (n, 3072) uint8, 'labels': [...]}."""
+    data = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)  # rows: 1024 R, 1024 G, 1024 B
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": data, "labels": labels.tolist()}, protocol=2))
+
+
+@pytest.mark.parametrize("layout", ["idx", "cifar"])
+def test_eval_reads_idx_and_cifar_folders(layout, tiny_checkpoint, tmp_path):
+    rng = np.random.default_rng(2)
+    labels = np.array([0, 1, 2, 2, 1, 0])
+    if layout == "idx":  # 28x28 gray, made RGB and resized to 8x8 for the tiny model
+        write_idx_folder(tmp_path, rng.integers(0, 256, (6, 28, 28), dtype=np.uint8), labels)
+    else:  # 32x32 RGB
+        write_cifar_folder(tmp_path, rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8), labels)
+    out = tmp_path / "r.json"
+    assert run("eval", tiny_checkpoint, "--data", tmp_path, "--timesteps", "1,3", "--json", out) == 0
+    result = json.loads(out.read_text())
+    assert result["n"] == 6 and set(result["snn_correct"]) == {"1", "3"}
+    assert 0 <= result["ann_correct"] <= 6 and all(0 <= c <= 6 for c in result["snn_correct"].values())
 
 
 @pytest.mark.parametrize("argv, message", [
