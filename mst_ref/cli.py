@@ -5,8 +5,13 @@ Each subcommand is a function ``cmd_<name>(args) -> int`` (the exit status) regi
 here. Usage::
 
     mst-ref selfcheck [--neurons 10000] [--max-T 256] [--threshold 1.0] [--dtype float64] [--seed 0]
+    mst-ref demo [--out DIR] [--limit N] [--timesteps ...]
+    mst-ref eval CHECKPOINT --data PATH --timesteps 1,2,4,...,128 [--mask-ratio p] [--limit N] [--json OUT]
     mst-ref inspect CHECKPOINT [--img-size N] [--thresholds] [--json]
     mst-ref convert IN OUT [--force]
+    mst-ref mask-sweep CHECKPOINT [--data PATH] --ratios 0,0.5,0.75 --timesteps T
+    mst-ref energy CHECKPOINT [--data PATH] [--timesteps T] [--mask-ratio p]
+    mst-ref analyze CHECKPOINT [--data PATH] --timesteps 1,2,4,...,64 [--curve] [--commutation]
 """
 
 import argparse
@@ -81,8 +86,13 @@ def _build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_selfcheck)
 
-    from . import cli_checkpoint
+    from . import cli_analysis, cli_checkpoint, cli_energy, cli_run
+    cli_run.add_demo_parser(sub)
+    cli_run.add_eval_parser(sub)
     cli_checkpoint.add_parsers(sub)
+    cli_energy.add_mask_sweep_parser(sub)
+    cli_energy.add_energy_parser(sub)
+    cli_analysis.add_analyze_parser(sub)
     return parser
 
 

@@ -147,14 +147,16 @@ def _attention(mode, s, prefix, g, stage, shift, batch):
     # (qs @ ks^T) * hd^-1/2 for c coincident spikes: c * (lambda_q g_q) (lambda_k g_k), then the scale
     unit = float(lam[0] * gain[0]) * float(lam[1] * gain[1])
     table = (np.arange(hd + 1) * unit).astype(dt) * dt.type(hd**-0.5)  # (hd + 1,)
-    bias = relative_position_bias(s[f"{a}.relative_position_bias_table"], s[f"{a}.relative_position_index"])
-    smask = s.get(f"{prefix}.attn_mask")
+    # the softmax's inputs and exponentials: constant over a run, computed at its first call
+    key = f"{a}.softmax_table"
+    if key not in mode.state:
+        bias = relative_position_bias(s[f"{a}.relative_position_bias_table"], s[f"{a}.relative_position_index"])
+        mode.state[key] = kernels.softmax_tables(bias, s.get(f"{prefix}.attn_mask"), lam[3] * gain[3])
     qkv_bias = s.get(f"{a}.qkv.bias")
     out = np.empty((T, batch, nW, N, C), dt)
     counts, pairs = kernels.window_attention_scan(
         g.reshape(-1, 3 * C), _empty(2, dt) if qkv_bias is None else qkv_bias.reshape(1, -1), batch, res, ws,
-        shift, heads, lam, gain, p, table, np.ascontiguousarray(bias).reshape(-1, N),
-        _empty(2, dt) if smask is None else smask.reshape(-1, N), *states, *uniforms,
+        shift, heads, lam, gain, p, table, mode.state[key], *states, *uniforms,
         *[_empty(2, dt) if r is None else r.reshape(f) for r, f in zip(records, flat)], out.reshape(-1, C))
     for k in (0, 1, 3, 2, 4):  # book the sites in forward order: q, k, attn, v, attn_v
         y = out if k == 4 else records[k]

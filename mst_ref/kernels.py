@@ -207,13 +207,13 @@ def site_scan(x, T, add, add_rows, bias, scale, shift, lam, gain, v, u, p, pre, 
 
 
 @njit(parallel=True)
-def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gain, p, score_table, rel_bias,
-                          smask, vq, vk, vv, va, vo, uq, uk, uv, ua, uo, rq, rk, rv, ra, out):
+def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gain, p, score_table, softmax_table,
+                          vq, vk, vv, va, vo, uq, uk, uv, ua, uo, rq, rk, rv, ra, out):
     """MST's spiking window attention over T steps, fused: one work item per (image, window, head).
 
     Readable NumPy twin: :func:`mst_ref.attention.window_attention_scan_reference` (same signature).
-    Every array is 2-D, the reshape of the shape named below; optional ones (``qkv_bias``, ``smask``,
-    uniforms ``u*``, records ``r*``) have zero size when absent.
+    Arrays are 2-D reshapes of the shapes named below; optional ones (``qkv_bias``, uniforms ``u*``,
+    records ``r*``) have zero size when absent.
 
     Parameters
     ----------
@@ -230,8 +230,9 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
         RSM ratios of the five sites (used where uniforms are given).
     score_table : (hd + 1,) ndarray
         ``(qs @ ks^T) * hd^-1/2`` of a query-key pair whose spikes coincide in c of the hd channels.
-    rel_bias : (nH * N, N) ndarray
-        Relative position bias (nH, N, N). smask : (nW * N, N) ndarray or empty, the shift mask.
+    softmax_table : (4, nWt*nH*N, N) ndarray
+        :func:`softmax_tables` of the block: the softmax inputs of a silent and of a spiking score, and
+        their exponentials (nWt = nW with a shift mask, else 1).
     vq, vk, vv : (B*nW*nH*N, hd) ndarray; va : (B*nW*nH*N, N); vo : (B*nW*N, C)
         Membranes of q_if, k_if, v_if ((B, nW, nH, N, hd)), attn_if ((B, nW, nH, N, N)) and attn_v_if
         ((B, nW, N, C)), updated in place.
@@ -256,13 +257,10 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
     .. math:: a_{ij} = \\mathrm{IF}_{attn}(\\mathrm{table}[c_{ij}]),\\; c_{ij} = \\sum_d [q_{id}][k_{jd}]
               ;\\quad p = \\mathrm{softmax}(a + B_{rel} + M) ;\\quad o = \\mathrm{IF}_{attn\\_v}(p\\, v_s)
 
-    Spikes make two shortcuts exact: a score is lambda_q lambda_k / sqrt(hd) times a small integer
-    c (counted, not multiplied), and each score entering the softmax takes one of two values, so the
-    exponentials are two tables per call, exp(base + {0, lambda_a} - M_i), with base = bias + mask and
-    M_i the row maximum of base; the softmax divides by the row sum, so the offset M_i drops out. When
-    lambda_a is too large for that offset to be safe, the exponentials are taken per step.
-    Softmax outputs below the smallest normal float are set to 0 (in float32, the shift mask's
-    e^-100): they cannot change a spike, and subnormal arithmetic is about 100 times slower.
+    Spikes make the scores lambda_q lambda_k / sqrt(hd) times a small integer c (counted, not
+    multiplied) and give each softmax input one of two values, whose exponentials come from
+    ``softmax_table``. Each row's sum is added in the order of j (vectorised across rows), p = e / sum,
+    and ``p @ vs`` adds, for each spike of v, a column of p.
     """
     C = qkv.shape[1] // 3
     hd = C // heads
@@ -272,15 +270,16 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
     L = grid * grid
     T = qkv.shape[0] // (batch * L)
     n_items = batch * nW * heads
-    has_bias, has_smask = qkv_bias.size > 0, smask.size > 0
+    has_bias = qkv_bias.size > 0
+    shifted_tables = softmax_table.shape[1] > heads * N
     one_ = np.ones(1, dtype=qkv.dtype)
     zero = one_[0] - one_[0]
     tiny = np.finfo(qkv.dtype).tiny
     la, lo = lam[3], lam[4]
     spike = lam * gain  # (5,) output of a kept spike
-    sa, sv, so = spike[3], spike[2], spike[4]
-    # exp(base + sa - M_i) <= exp(sa) must not overflow: else exponentiate per step (max-subtracted)
-    tables = sa < (60.0 if qkv.itemsize == 4 else 600.0)
+    sv, sa, so = spike[2], spike[3], spike[4]
+    # exponentials from the tables unless exp(lambda_a) could overflow (then per step, max-subtracted)
+    use_tables = sa < (60.0 if qkv.itemsize == 4 else 600.0)
     states = (vq, vk, vv)
     uniforms = (uq, uk, uv)
     records = (rq, rk, rv)
@@ -291,42 +290,22 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
         w = (item // heads) % nW
         h = item % heads
         c0 = h * hd  # the head's first channel
+        trow0 = ((w if shifted_tables else 0) * heads + h) * N  # the item's rows of softmax_table
         rows = np.empty(N, dtype=np.int64)
         for i in range(N):
             # token i of window w of the rolled grid sits at (r + s, c + s) of the unrolled grid
             gr = (w // side * ws + i // ws + shift) % grid
             gc = (w % side * ws + i % ws + shift) % grid
             rows[i] = b * L + gr * grid + gc
-        # softmax input a = (spike + bias) + mask, as the reference adds it: base0 / base1 for a silent /
-        # spiking score, and their exponentials relative to M_i = max_j base0_ij
-        base0 = np.empty((N, N), dtype=qkv.dtype)
-        base1 = np.empty((N, N), dtype=qkv.dtype)
-        e0 = np.empty((N, N), dtype=qkv.dtype)
-        e1 = np.empty((N, N), dtype=qkv.dtype)
-        for i in range(N):
-            for j in range(N):
-                base0[i, j] = zero + rel_bias[h * N + i, j]
-                base1[i, j] = sa + rel_bias[h * N + i, j]
-                if has_smask:
-                    base0[i, j] = base0[i, j] + smask[w * N + i, j]
-                    base1[i, j] = base1[i, j] + smask[w * N + i, j]
-            m = base0[i, 0]
-            for j in range(N):
-                m = max(m, base0[i, j])
-            for j in range(N):
-                x0 = np.exp(base0[i, j] - m)
-                x1 = np.exp(base1[i, j] - m)
-                e0[i, j] = x0 if x0 >= tiny else zero
-                e1[i, j] = x1 if x1 >= tiny else zero
         z = np.empty((3, N, hd), dtype=np.bool_)  # kept spikes of q, k, v
         kt = np.empty((hd, N), dtype=np.int32)  # k spikes, transposed, 0 / 1
         cnt = np.empty(N, dtype=np.int32)  # c_ij of one query row
         za = np.empty(N, dtype=np.bool_)
         e = np.empty(N, dtype=qkv.dtype)
-        pt = np.empty((N, N), dtype=qkv.dtype)  # p transposed: pt[j, i] = p_ij
+        et = np.empty((N, N), dtype=qkv.dtype)  # exponentials, transposed: et[j, i] = e_ij
+        total = np.empty(N, dtype=qkv.dtype)
         ot = np.empty((hd, N), dtype=qkv.dtype)  # (p @ vs) transposed
-        col = np.empty(N, dtype=np.int64)  # nonzero p_ij in each column j
-        row0 = item * N  # this item's first row in the (B*nW*nH*N, .) arrays
+        row0 = item * N  # the item's first row in the (B*nW*nH*N, .) arrays
         orow0 = (b * nW + w) * N  # its first row in the (B*nW*N, C) arrays
         for t in range(T):
             xrow0 = t * batch * L
@@ -336,6 +315,7 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
                 v_k, u_k, r_k = states[k], uniforms[k], records[k]
                 lk, sk, pk = lam[k], spike[k], p[k]
                 col_k = k * C + c0
+                live = sk != zero
                 n = 0
                 for i in range(N):
                     r = xrow0 + rows[i]
@@ -351,7 +331,7 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
                         for d in range(hd):
                             z[k, i, d] = z[k, i, d] and u_k[urow0 + i, d] > pk
                     for d in range(hd):
-                        z[k, i, d] = z[k, i, d] and sk != zero
+                        z[k, i, d] = z[k, i, d] and live
                         n += z[k, i, d]
                     if r_k.size > 0:
                         for d in range(hd):
@@ -366,9 +346,9 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
                     nk += z[1, i, d]
                     kt[d, i] = z[1, i, d]
                 pairs_qk += nq * nk
-            for j in range(N):
-                col[j] = 0
+            # attn_if on the scores, RSM, and the softmax numerators, one query row i at a time
             n_a = 0
+            live = sa != zero
             for i in range(N):
                 # c_ij = sum_d [q_id][k_jd]: exact small integers
                 for j in range(N):
@@ -377,7 +357,6 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
                     if z[0, i, d]:
                         for j in range(N):
                             cnt[j] += kt[d, j]
-                # attn_if on the scores, then RSM
                 for j in range(N):
                     m = va[row0 + i, j] + score_table[cnt[j]]
                     fired = m >= la
@@ -387,47 +366,55 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
                     for j in range(N):
                         za[j] = za[j] and ua[urow0 + i, j] > p[3]
                 for j in range(N):
-                    za[j] = za[j] and sa != zero
+                    za[j] = za[j] and live
                     n_a += za[j]
                 if ra.size > 0:
                     for j in range(N):
                         ra[urow0 + i, j] = sa if za[j] else zero
-                # p = softmax(a + bias + mask): e_ij = exp(a_ij - M_i) from the tables, or per step
-                if tables:
+                if use_tables:
                     for j in range(N):
-                        e[j] = e1[i, j] if za[j] else e0[i, j]
-                else:
+                        e[j] = softmax_table[3, trow0 + i, j] if za[j] else softmax_table[2, trow0 + i, j]
+                else:  # e_ij = exp(a_ij - max_j a_ij)
                     for j in range(N):
-                        e[j] = base1[i, j] if za[j] else base0[i, j]
+                        e[j] = softmax_table[1, trow0 + i, j] if za[j] else softmax_table[0, trow0 + i, j]
                     m = e[0]
                     for j in range(N):
                         m = max(m, e[j])
                     for j in range(N):
-                        x1 = np.exp(e[j] - m)
-                        e[j] = x1 if x1 >= tiny else zero
-                total = zero
+                        x = np.exp(e[j] - m)
+                        e[j] = x if x >= tiny else zero
                 for j in range(N):
-                    total += e[j]
-                for j in range(N):
-                    pij = e[j] / total
-                    pij = pij if pij >= tiny else zero
-                    pt[j, i] = pij
-                    col[j] += pij != zero
+                    et[j, i] = e[j]
+            # p_ij = e_ij / sum_j e_ij: each row summed in the order of j, all rows at once
+            for i in range(N):
+                total[i] = zero
+            for j in range(N):
+                for i in range(N):
+                    total[i] += et[j, i]
+            pairs_pv = 0
+            for j in range(N):
+                nz = 0
+                for i in range(N):
+                    pij = et[j, i] / total[i]
+                    pij = pij if pij >= tiny else zero  # no subnormal arithmetic
+                    et[j, i] = pij
+                    nz += pij != zero
+                n_vj = 0
+                for d in range(hd):
+                    n_vj += z[2, j, d]
+                pairs_pv += nz * n_vj
             # o = p @ vs: column j of p goes to the channels d where v_j spiked
             for d in range(hd):
                 for i in range(N):
                     ot[d, i] = zero
-            pairs_pv = 0
             for j in range(N):
-                n_vj = 0
                 for d in range(hd):
                     if z[2, j, d]:
-                        n_vj += 1
                         for i in range(N):
-                            ot[d, i] += pt[j, i] * sv
-                pairs_pv += col[j] * n_vj
+                            ot[d, i] += et[j, i] * sv
             # attn_v_if on o (heads merged: channel c0 + d of token i)
             n_o = 0
+            live = so != zero
             for i in range(N):
                 orow = orow0 + i
                 trow = t * batch * nW * N + orow
@@ -437,7 +424,7 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
                     vo[orow, c0 + d] = m - (lo if fired else zero)
                     if uo.size > 0:
                         fired = fired and uo[trow, c0 + d] > p[4]
-                    fired = fired and so != zero
+                    fired = fired and live
                     n_o += fired
                     out[trow, c0 + d] = so if fired else zero
             part_counts[item, 3, t] = n_a
@@ -445,3 +432,45 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
             part_pairs[item, 0, t] = pairs_qk
             part_pairs[item, 1, t] = pairs_pv
     return part_counts.sum(axis=0), part_pairs.sum(axis=0)
+
+
+def softmax_tables(rel_bias, smask, spike_a):
+    """The two values a softmax input can take in spiking window attention, and their exponentials.
+
+    Parameters
+    ----------
+    rel_bias : (nH, N, N) ndarray
+        Relative position bias.
+    smask : (nW, N, N) ndarray or None
+        Shift mask of a shifted block.
+    spike_a : float
+        Output of a kept ``attn_if`` spike, lambda_a (times the RSM gain).
+
+    Returns
+    -------
+    table : (4, nWt*nH*N, N) ndarray, dtype of rel_bias
+        ``[base0, base1, exp(base0 - M), exp(base1 - M)]`` with ``base0 = (0 + bias) + mask`` (score
+        silent), ``base1 = (lambda_a + bias) + mask`` (score spiked), added in the reference's order,
+        M = the row maximum of base0, and exponentials below the smallest normal float set to 0.
+        nWt = nW with a mask, 1 without.
+
+    Notes
+    -----
+    softmax(a)_ij = e_ij / sum_j e_ij does not depend on the offset subtracted before exponentiating;
+    with M_i <= max_j a_ij <= M_i + lambda_a every e_ij <= exp(lambda_a), so the tables are safe while
+    lambda_a is moderate (the kernel checks; beyond it exponentiates per step with the true row max).
+    """
+    dt = rel_bias.dtype.type
+    base0 = dt(0) + rel_bias[None]  # (1, nH, N, N)
+    base1 = dt(spike_a) + rel_bias[None]
+    if smask is not None:
+        base0 = base0 + smask[:, None]  # (nW, nH, N, N)
+        base1 = base1 + smask[:, None]
+    m = base0.max(axis=-1, keepdims=True)  # (nWt, nH, N, 1)
+    with np.errstate(under="ignore", over="ignore"):
+        e0, e1 = np.exp(base0 - m), np.exp(base1 - m)
+    tiny = np.finfo(rel_bias.dtype).tiny
+    e0[e0 < tiny] = 0
+    e1[e1 < tiny] = 0
+    n = rel_bias.shape[-1]
+    return np.stack([base0, base1, e0, e1]).reshape(4, -1, n)  # (4, nWt*nH*N, N)

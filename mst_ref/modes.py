@@ -197,10 +197,11 @@ def nonzero_pairs(a, b):
     (|x| < the dtype's smallest normal number, as flush-to-zero hardware and the fused kernels treat
     them): the softmax weights across Swin's shift mask, exp(-100), are such values.
     """
-    tiny = np.finfo(a.dtype).tiny if a.dtype.kind == "f" else 0
-    na = np.count_nonzero(np.abs(a) >= tiny if tiny else a, axis=-2).astype(np.int64)  # (T, ..., k)
-    tiny = np.finfo(b.dtype).tiny if b.dtype.kind == "f" else 0
-    nb = np.count_nonzero(np.abs(b) >= tiny if tiny else b, axis=-1).astype(np.int64)  # (T, ..., k)
+    def nonzero(x):  # subnormal floats count as zero
+        return np.abs(x) >= np.finfo(x.dtype).tiny if x.dtype.kind == "f" else x != 0
+
+    na = np.count_nonzero(nonzero(a), axis=-2).astype(np.int64)  # (T, ..., k)
+    nb = np.count_nonzero(nonzero(b), axis=-1).astype(np.int64)  # (T, ..., k)
     return (na * nb).reshape(a.shape[0], -1).sum(axis=1)  # (T,)
 
 

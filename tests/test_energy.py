@@ -47,6 +47,11 @@ def test_nonzero_pairs_by_hand():
     # the same as brute force over (i, j, k)
     brute = sum(a[0, i, k] != 0 and b[0, k, j] != 0 for i in range(2) for j in range(2) for k in range(3))
     assert brute == 6
+    # a subnormal weight (softmax across the shift mask: exp(-100)) is a zero: flush-to-zero
+    a32 = a.astype(np.float32)
+    a32[0, 0, 0] = np.exp(np.float32(-100))
+    assert 0 < a32[0, 0, 0] < np.finfo(np.float32).tiny
+    assert nonzero_pairs(a32, b.astype(np.float32)).tolist() == [6 - 2]
 
 
 def test_nonzero_pairs_of_binary_q_k_counts_triples_where_both_spike():
