@@ -128,7 +128,15 @@ def evaluate(model, dataset, timesteps, mean, std, mask_ratio=0.0, limit=None, b
     for x, y in data.iterate_batches(dataset, batch_size, cfg.img_size, cfg.in_chans, mean, std, limit=n):
         logits = model.ann_forward(x, mask_ratio=mask_ratio, rng=ann_rng)  # (B, K)
         out["ann_correct"] += int((logits.argmax(-1) == y).sum())
-        result = model.snn_forward(x, t_max, mask_ratio=mask_ratio, rng=snn_rng)
+        if bar:
+            bar.update(done * (t_max + 1) + len(y))
+        # the SNN to t_max in passes of 8 steps (same numbers as one pass), for the progress bar
+        sim = model.step_simulator(x, mask_ratio=mask_ratio, rng=snn_rng)
+        while sim.t < t_max:
+            sim.advance(min(8, t_max - sim.t))
+            if bar:
+                bar.update(done * (t_max + 1) + len(y) * (1 + sim.t))
+        result = sim.result()
         predictions = result.predictions  # (T, B): argmax of the cumulative logits after each step
         for t in timesteps:
             out["snn_correct"][t] += int((predictions[t - 1] == y).sum())
