@@ -96,7 +96,7 @@ def cyclic_shift(x, shift):
 
 
 def window_order(resolution, window_size, shift):
-    """Where each token of the grid lands after the roll by ``-shift`` and the window partition.
+    r"""Where each token of the grid lands after the roll by ``-shift`` and the window partition.
 
     Parameters
     ----------
