@@ -355,12 +355,12 @@ assert info_pth["thresholds"] == info_npz["thresholds"]
 lam_plain = info_pth["thresholds"]
 lam_rsm = describe_checkpoint(data.shipped_file("mst_fashion_rsm75.pth"))["thresholds"]
 sites = model.site_names  # forward order
-# the file stores them in the order the modules were defined (v_if before attn_if), not forward order
-moved = [(a, b) for a, b in zip(lam_plain, sites) if a != b]
-print(f"file order vs forward order: {len(moved)} positions differ, e.g. {moved[0]}")
+# the file stores them in the order the modules were defined (v_if before attn_if); describe_checkpoint
+# lists them in forward order, the order the model runs them
+assert list(lam_plain) == sites
 print("lambda of the first 6 sites:", {k: round(lam_plain[k], 4) for k in sites[:6]})
 print(f"lambda over all 42 sites: min {min(lam_plain.values()):.4f}, max {max(lam_plain.values()):.4f}")
-assert set(lam_plain) == set(sites) == set(lam_rsm) and len(moved) == 8 and min(lam_plain.values()) > 0
+assert set(lam_plain) == set(sites) == set(lam_rsm) and min(lam_plain.values()) > 0
 plots.line_chart_png(OUT / "06_thresholds.png", np.arange(len(sites)),
                      {"mst_fashion.pth": [lam_plain[k] for k in sites],
                       "mst_fashion_rsm75.pth": [lam_rsm[k] for k in sites]},
