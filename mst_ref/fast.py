@@ -137,12 +137,12 @@ def _attention(mode, s, prefix, g, stage, shift, batch):
     names = [f"{a}.{site}" for site in ("q_if", "k_if", "v_if", "attn_if", "attn_v_if")]
     shapes = [(batch, nW, heads, N, hd)] * 3 + [(batch, nW, heads, N, N), (batch, nW, N, C)]
     lam = np.array([s[f"{n}.up"][0] for n in names], dtype=dt)  # (5,)
-    flat = [(-1, shp[-1]) for shp in shapes]  # the kernel's 2-D views
+    flat = [(-1, shp[-1]) for shp in shapes[:4]] + [(-1, heads, hd)]  # the kernel's views
     states = [_membrane(mode, n, shp, lam[k]).reshape(f) for k, (n, shp, f) in enumerate(zip(names, shapes, flat))]
     masks = [_mask(mode, n, (T, *shp)) for n, shp in zip(names, shapes)]
     gain = np.array([m[2] for m in masks], dtype=dt)  # (5,)
     p = np.array([m[1] for m in masks], dtype=np.float64)  # (5,)
-    uniforms = [_empty(2, np.float64) if m[0] is None else m[0].reshape(f) for m, f in zip(masks, flat)]
+    uniforms = [_empty(len(f), np.float64) if m[0] is None else m[0].reshape(f) for m, f in zip(masks, flat)]
     records = [np.empty((T, *shp), dt) if n in mode.record else None for n, shp in zip(names[:4], shapes[:4])]
     # (qs @ ks^T) * hd^-1/2 for c coincident spikes: c * (lambda_q g_q) (lambda_k g_k), then the scale
     unit = float(lam[0] * gain[0]) * float(lam[1] * gain[1])
@@ -155,9 +155,10 @@ def _attention(mode, s, prefix, g, stage, shift, batch):
     qkv_bias = s.get(f"{a}.qkv.bias")
     out = np.empty((T, batch, nW, N, C), dt)
     counts, pairs = kernels.window_attention_scan(
-        g.reshape(-1, 3 * C), _empty(2, dt) if qkv_bias is None else qkv_bias.reshape(1, -1), batch, res, ws,
-        shift, heads, lam, gain, p, table, mode.state[key], *states, *uniforms,
-        *[_empty(2, dt) if r is None else r.reshape(f) for r, f in zip(records, flat)], out.reshape(-1, C))
+        g.reshape(-1, 3, heads, hd), _empty(3, dt) if qkv_bias is None else qkv_bias.reshape(3, heads, hd),
+        batch, res, ws, shift, heads, lam, gain, p, table, mode.state[key], *states, *uniforms,
+        *[_empty(2, dt) if r is None else r.reshape(f) for r, f in zip(records, flat)],
+        out.reshape(-1, heads, hd))
     for k in (0, 1, 3, 2, 4):  # book the sites in forward order: q, k, attn, v, attn_v
         y = out if k == 4 else records[k]
         mode.observe(names[k], shapes[k], counts[k], y if names[k] in mode.record else None)

@@ -217,10 +217,10 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
 
     Parameters
     ----------
-    qkv : (T * B*H*W, 3C) ndarray of float32 or float64
+    qkv : (T * B*H*W, 3, nH, hd) ndarray of float32 or float64
         ``x W_qkv^T`` of every token, in grid order (before the roll): the qkv linear layer commutes
         with the roll and the window partition, so they become index arithmetic here.
-    qkv_bias : (1, 3C) ndarray or empty
+    qkv_bias : (3, nH, hd) ndarray or empty
     batch, grid, ws, shift, heads : int
         B, H = W of the token grid, Ws, the roll s of the block (0 or Ws // 2), nH.
     lam, gain : (5,) ndarray of qkv's dtype
@@ -233,14 +233,14 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
     softmax_table : (4, nWt*nH*N, N) ndarray
         :func:`softmax_tables` of the block: the softmax inputs of a silent and of a spiking score, and
         their exponentials (nWt = nW with a shift mask, else 1).
-    vq, vk, vv : (B*nW*nH*N, hd) ndarray; va : (B*nW*nH*N, N); vo : (B*nW*N, C)
+    vq, vk, vv : (B*nW*nH*N, hd) ndarray; va : (B*nW*nH*N, N); vo : (B*nW*N, nH, hd)
         Membranes of q_if, k_if, v_if ((B, nW, nH, N, hd)), attn_if ((B, nW, nH, N, N)) and attn_v_if
         ((B, nW, N, C)), updated in place.
-    uq, uk, uv : (T*B*nW*nH*N, hd) float64 or empty; ua : (T*B*nW*nH*N, N); uo : (T*B*nW*N, C)
+    uq, uk, uv : (T*B*nW*nH*N, hd) float64 or empty; ua : (T*B*nW*nH*N, N); uo : (T*B*nW*N, nH, hd)
         RSM uniforms of the five sites, ``(T, ...)`` with the membranes' shapes.
     rq, rk, rv, ra : like uq, uk, uv, ua, of qkv's dtype, or empty
         Receive the (masked) outputs of q_if, k_if, v_if, attn_if when recorded.
-    out : (T*B*nW*N, C) ndarray
+    out : (T*B*nW*N, nH, hd) ndarray
         Receives the outputs of attn_v_if, (T, B, nW, N, C).
 
     Returns
@@ -261,9 +261,11 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
     multiplied) and give each softmax input one of two values, whose exponentials come from
     ``softmax_table``. Each row's sum is added in the order of j (vectorised across rows), p = e / sum,
     and ``p @ vs`` adds, for each spike of v, a column of p.
+
+    Every innermost loop indexes its own axis with its loop variable (no computed column offsets), so
+    that Numba needs no negative-index check inside it and LLVM vectorises it.
     """
-    C = qkv.shape[1] // 3
-    hd = C // heads
+    hd = qkv.shape[3]
     N = ws * ws
     side = grid // ws
     nW = side * side
@@ -289,7 +291,6 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
         b = item // (nW * heads)
         w = (item // heads) % nW
         h = item % heads
-        c0 = h * hd  # the head's first channel
         trow0 = ((w if shifted_tables else 0) * heads + h) * N  # the item's rows of softmax_table
         rows = np.empty(N, dtype=np.int64)
         for i in range(N):
@@ -314,15 +315,14 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
             for k in range(3):
                 v_k, u_k, r_k = states[k], uniforms[k], records[k]
                 lk, sk, pk = lam[k], spike[k], p[k]
-                col_k = k * C + c0
                 live = sk != zero
                 n = 0
                 for i in range(N):
                     r = xrow0 + rows[i]
                     for d in range(hd):
-                        x = qkv[r, col_k + d]
+                        x = qkv[r, k, h, d]
                         if has_bias:
-                            x = x + qkv_bias[0, col_k + d]
+                            x = x + qkv_bias[k, h, d]
                         m = v_k[row0 + i, d] + x
                         fired = m >= lk
                         v_k[row0 + i, d] = m - (lk if fired else zero)
@@ -412,21 +412,21 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
                     if z[2, j, d]:
                         for i in range(N):
                             ot[d, i] += et[j, i] * sv
-            # attn_v_if on o (heads merged: channel c0 + d of token i)
+            # attn_v_if on o (heads merged: channel h * hd + d of token i)
             n_o = 0
             live = so != zero
             for i in range(N):
                 orow = orow0 + i
                 trow = t * batch * nW * N + orow
                 for d in range(hd):
-                    m = vo[orow, c0 + d] + ot[d, i]
+                    m = vo[orow, h, d] + ot[d, i]
                     fired = m >= lo
-                    vo[orow, c0 + d] = m - (lo if fired else zero)
+                    vo[orow, h, d] = m - (lo if fired else zero)
                     if uo.size > 0:
-                        fired = fired and uo[trow, c0 + d] > p[4]
+                        fired = fired and uo[trow, h, d] > p[4]
                     fired = fired and live
                     n_o += fired
-                    out[trow, c0 + d] = so if fired else zero
+                    out[trow, h, d] = so if fired else zero
             part_counts[item, 3, t] = n_a
             part_counts[item, 4, t] = n_o
             part_pairs[item, 0, t] = pairs_qk
