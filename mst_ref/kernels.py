@@ -17,7 +17,7 @@ import numba
 import numpy as np
 from numba import prange
 
-__all__ = ["njit", "if_scan"]
+__all__ = ["njit", "if_scan", "site_scan", "window_attention_scan"]
 
 njit = partial(numba.njit, cache=True, nogil=True)
 
@@ -185,7 +185,7 @@ def site_scan(x, T, add, add_rows, bias, scale, shift, lam, gain, v, u, p, pre, 
                 if has_u:
                     # RSM: keep where u > p
                     for c in range(C):
-                        z[c] = z[c] and u[t, r, c] > p
+                        z[c] = z[c] & (u[t, r, c] > p)
                 if live:
                     for c in range(C):
                         n += z[c]
@@ -262,8 +262,9 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
     ``softmax_table``. Each row's sum is added in the order of j (vectorised across rows), p = e / sum,
     and ``p @ vs`` adds, for each spike of v, a column of p.
 
-    Every innermost loop indexes its own axis with its loop variable (no computed column offsets), so
-    that Numba needs no negative-index check inside it and LLVM vectorises it.
+    Every innermost loop indexes its own axis with its loop variable (no computed column offsets, so
+    Numba needs no negative-index check inside it) and combines booleans with ``&``, not the branching
+    ``and``: LLVM vectorises such loops.
     """
     hd = qkv.shape[3]
     N = ws * ws
@@ -329,9 +330,9 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
                         z[k, i, d] = fired
                     if u_k.size > 0:
                         for d in range(hd):
-                            z[k, i, d] = z[k, i, d] and u_k[urow0 + i, d] > pk
+                            z[k, i, d] = z[k, i, d] & (u_k[urow0 + i, d] > pk)
                     for d in range(hd):
-                        z[k, i, d] = z[k, i, d] and live
+                        z[k, i, d] = z[k, i, d] & live
                         n += z[k, i, d]
                     if r_k.size > 0:
                         for d in range(hd):
@@ -364,19 +365,21 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
                     za[j] = fired
                 if ua.size > 0:
                     for j in range(N):
-                        za[j] = za[j] and ua[urow0 + i, j] > p[3]
+                        za[j] = za[j] & (ua[urow0 + i, j] > p[3])
                 for j in range(N):
-                    za[j] = za[j] and live
+                    za[j] = za[j] & live
                     n_a += za[j]
                 if ra.size > 0:
                     for j in range(N):
                         ra[urow0 + i, j] = sa if za[j] else zero
                 if use_tables:
                     for j in range(N):
-                        e[j] = softmax_table[3, trow0 + i, j] if za[j] else softmax_table[2, trow0 + i, j]
+                        e_on, e_off = softmax_table[3, trow0 + i, j], softmax_table[2, trow0 + i, j]
+                        e[j] = e_on if za[j] else e_off
                 else:  # e_ij = exp(a_ij - max_j a_ij)
                     for j in range(N):
-                        e[j] = softmax_table[1, trow0 + i, j] if za[j] else softmax_table[0, trow0 + i, j]
+                        a_on, a_off = softmax_table[1, trow0 + i, j], softmax_table[0, trow0 + i, j]
+                        e[j] = a_on if za[j] else a_off
                     m = e[0]
                     for j in range(N):
                         m = max(m, e[j])
@@ -423,8 +426,8 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
                     fired = m >= lo
                     vo[orow, h, d] = m - (lo if fired else zero)
                     if uo.size > 0:
-                        fired = fired and uo[trow, h, d] > p[4]
-                    fired = fired and live
+                        fired = fired & (uo[trow, h, d] > p[4])
+                    fired = fired & live
                     n_o += fired
                     out[trow, h, d] = so if fired else zero
             part_counts[item, 3, t] = n_a
@@ -433,44 +436,3 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
             part_pairs[item, 1, t] = pairs_pv
     return part_counts.sum(axis=0), part_pairs.sum(axis=0)
 
-
-def softmax_tables(rel_bias, smask, spike_a):
-    """The two values a softmax input can take in spiking window attention, and their exponentials.
-
-    Parameters
-    ----------
-    rel_bias : (nH, N, N) ndarray
-        Relative position bias.
-    smask : (nW, N, N) ndarray or None
-        Shift mask of a shifted block.
-    spike_a : float
-        Output of a kept ``attn_if`` spike, lambda_a (times the RSM gain).
-
-    Returns
-    -------
-    table : (4, nWt*nH*N, N) ndarray, dtype of rel_bias
-        ``[base0, base1, exp(base0 - M), exp(base1 - M)]`` with ``base0 = (0 + bias) + mask`` (score
-        silent), ``base1 = (lambda_a + bias) + mask`` (score spiked), added in the reference's order,
-        M = the row maximum of base0, and exponentials below the smallest normal float set to 0.
-        nWt = nW with a mask, 1 without.
-
-    Notes
-    -----
-    softmax(a)_ij = e_ij / sum_j e_ij does not depend on the offset subtracted before exponentiating;
-    with M_i <= max_j a_ij <= M_i + lambda_a every e_ij <= exp(lambda_a), so the tables are safe while
-    lambda_a is moderate (the kernel checks; beyond it exponentiates per step with the true row max).
-    """
-    dt = rel_bias.dtype.type
-    base0 = dt(0) + rel_bias[None]  # (1, nH, N, N)
-    base1 = dt(spike_a) + rel_bias[None]
-    if smask is not None:
-        base0 = base0 + smask[:, None]  # (nW, nH, N, N)
-        base1 = base1 + smask[:, None]
-    m = base0.max(axis=-1, keepdims=True)  # (nWt, nH, N, 1)
-    with np.errstate(under="ignore", over="ignore"):
-        e0, e1 = np.exp(base0 - m), np.exp(base1 - m)
-    tiny = np.finfo(rel_bias.dtype).tiny
-    e0[e0 < tiny] = 0
-    e1[e1 < tiny] = 0
-    n = rel_bias.shape[-1]
-    return np.stack([base0, base1, e0, e1]).reshape(4, -1, n)  # (4, nWt*nH*N, N)

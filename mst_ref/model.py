@@ -22,7 +22,7 @@ import functools
 
 import numpy as np
 
-from . import fast
+from . import fast as fused
 from .attention import window_attention
 from .layers import batch_norm, bn_params, head, layer_norm, linear, patch_embed
 from .layout import MSTConfig, check_state, infer_config, random_state_dict, site_names
@@ -111,8 +111,8 @@ class MST:
         A spiking mode without compensation (and ``mode.fast``, the default) runs the same network
         through the fused kernels of :mod:`mst_ref.fast`; the code below is the readable version.
         """
-        if fast.supports(mode):
-            return fast.forward(self, images, mode)
+        if fused.supports(mode):
+            return fused.forward(self, images, mode)
         s = self.state
         x = patch_embed(images, s["patch_embed.proj.weight"], s["patch_embed.proj.bias"])  # (B, N, C)
         x = batch_norm(x, *bn_params(s, "patch_embed.norm"))  # (B, N, C)
@@ -254,7 +254,8 @@ class MST:
             Sites whose spike trains ``(T, B, ...)`` to keep.
         chunk : int or None
             Steps computed per multi-step pass (memory ~ chunk); None picks one that keeps a pass
-            within about 1 GiB (:func:`mst_ref.simulate.default_chunk`). Results do not depend on it.
+            within about 128 MiB on the fused path (:func:`mst_ref.fast.default_chunk`), 1 GiB on the
+            readable one (:func:`mst_ref.simulate.default_chunk`). Results do not depend on it.
         compensation : {"none", "expectation"}
             Faithful per-step softmax / LayerNorm / products, or the expectation form (MST_SPEC 8).
         fast : bool
@@ -268,7 +269,9 @@ class MST:
         """
         timesteps = check_timesteps(timesteps, "timesteps")
         sim = self.step_simulator(images, mask_ratio, rng, compensation, record, mask_sites, mask_rescale, fast)
-        chunk = default_chunk(self.config, sim.batch_size, self.dtype, timesteps) if chunk is None else chunk
+        if chunk is None:
+            pick = fused.default_chunk if fused.supports(sim.mode) else default_chunk
+            chunk = pick(self.config, sim.batch_size, self.dtype, timesteps)
         return sim.run(timesteps, chunk)
 
     def step_simulator(self, images, mask_ratio=0.0, rng=None, compensation="none", record=None,
