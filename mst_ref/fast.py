@@ -6,8 +6,7 @@ its ``(T, ...)`` arrays (affine op, scan, mask, count), and window attention run
 matrix products per step. This module computes the same network, for a :class:`~mst_ref.modes.Mode`
 that is spiking without compensation, as
 
-- one BLAS matrix product per step for each linear layer, on ``(B*tokens, C)`` rows in grid order
-  (:func:`mst_ref.layers.linear`);
+- one BLAS matrix product per step for each linear layer, on ``(B*tokens, C)`` rows in grid order;
 - one pass per activation site (:func:`mst_ref.kernels.site_scan`), with the neighbouring affine ops
   (the linear bias, BatchNorm, the residual adds) and RSM fused in;
 - one kernel for window attention (:func:`mst_ref.kernels.window_attention_scan`): the roll and the
@@ -20,21 +19,34 @@ uniforms from the same generator in the same order and shape, and books its coun
 kernels sum in other orders than BLAS and exponentiate through tables, so a membrane that lands on its
 threshold can flip a spike, as between float32 and float64; MST_SPEC section 9). Each step's arithmetic
 does not depend on how many steps a call holds, so step by step, chunked and multi-step runs of this
-path agree bit for bit.
+path agree bit for bit. Besides the membranes, ``mode.state`` keeps each block's softmax tables
+(:func:`mst_ref.attention.softmax_tables`), computed at the first call of a run. A run must stay on one
+path: the attention membranes are laid out as the readable path lays them out, the others too, but
+nothing checks that a run switched paths.
+
+The kernels are single passes with few branches; what is left is the matrix products (BLAS, one per
+step and layer) and streaming the ``(T, ...)`` arrays through memory once per site.
+
+Threads: BLAS and the Numba kernels take turns, and OpenBLAS's worker threads keep spinning for a while
+after each product, so parallel kernels would fight them for the cores (on two cores that halves the
+speed). So when OpenBLAS may use several threads (``OPENBLAS_NUM_THREADS`` unset or above 1) the
+kernels run on one thread during a pass; with ``OPENBLAS_NUM_THREADS=1`` they use Numba's threads.
 """
 
+import os
+
+import numba
 import numpy as np
 
 from . import kernels
-from .layers import bn_affine, bn_params, head, layer_norm, patch_embed
-from .merging import merge_tokens
-from .layers import batch_norm
 from .attention import softmax_tables
+from .layers import batch_norm, bn_affine, bn_params, head, layer_norm, patch_embed
+from .merging import merge_tokens
 from .windows import relative_position_bias, window_order
 
-__all__ = ["supports", "forward", "default_chunk"]
+__all__ = ["supports", "forward", "default_chunk", "kernel_threads"]
 
-_NONE = {}  # dtype -> zero-size placeholders by ndim
+_NONE = {}  # (ndim, dtype) -> a zero-size array, the kernels' "absent"
 
 
 def supports(mode):
@@ -57,6 +69,15 @@ def default_chunk(config, batch_size, dtype, timesteps, budget_bytes=2**27):
     return int(max(1, min(timesteps, budget_bytes // (6 * batch_size * largest))))
 
 
+def kernel_threads():
+    """Threads the fused kernels use: 1 if OpenBLAS may run several threads, else Numba's setting."""
+    for var in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"):  # OpenBLAS's own order
+        value = os.environ.get(var, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return numba.config.NUMBA_NUM_THREADS if int(value) == 1 else 1
+    return numba.config.NUMBA_NUM_THREADS if (os.cpu_count() or 1) == 1 else 1
+
+
 def _empty(ndim, dtype):
     """A zero-size C-contiguous array: the kernels' "absent" value for an optional argument."""
     key = (ndim, np.dtype(dtype))
@@ -66,7 +87,12 @@ def _empty(ndim, dtype):
 
 
 def _gemm(x, weight):
-    """x W^T with one BLAS product per step: ``(T, R, Cin) -> (T, R, Cout)``."""
+    """x W^T with one BLAS product per step: ``(T, R, Cin) -> (T, R, Cout)``.
+
+    One BLAS call per step, on the same rows whatever the number of steps in the call, so a step gives
+    the same bits alone or in a chunk (a product over the rows of several steps can round differently:
+    OpenBLAS takes other code paths for small products).
+    """
     return np.matmul(x, weight.T)  # (T, R, Cout)
 
 
@@ -154,19 +180,22 @@ def _attention(mode, s, prefix, g, stage, shift, batch):
     shapes = [(batch, nW, heads, N, hd)] * 3 + [(batch, nW, heads, N, N), (batch, nW, N, C)]
     lam = np.array([s[f"{n}.up"][0] for n in names], dtype=dt)  # (5,)
     flat = [(-1, shp[-1]) for shp in shapes[:4]] + [(-1, heads, hd)]  # the kernel's views
-    states = [_membrane(mode, n, shp, lam[k]).reshape(f) for k, (n, shp, f) in enumerate(zip(names, shapes, flat))]
+    states = [_membrane(mode, n, shp, lam[k]).reshape(f)
+              for k, (n, shp, f) in enumerate(zip(names, shapes, flat))]
     masks = [_mask(mode, n, (T, *shp)) for n, shp in zip(names, shapes)]
     gain = np.array([m[2] for m in masks], dtype=dt)  # (5,)
     p = np.array([m[1] for m in masks], dtype=np.float64)  # (5,)
     uniforms = [_empty(len(f), np.float64) if m[0] is None else m[0].reshape(f) for m, f in zip(masks, flat)]
-    records = [np.empty((T, *shp), dt) if n in mode.record else None for n, shp in zip(names[:4], shapes[:4])]
+    records = [np.empty((T, *shp), dt) if n in mode.record else None
+               for n, shp in zip(names[:4], shapes[:4])]
     # (qs @ ks^T) * hd^-1/2 for c coincident spikes: c * (lambda_q g_q) (lambda_k g_k), then the scale
     unit = float(lam[0] * gain[0]) * float(lam[1] * gain[1])
     table = (np.arange(hd + 1) * unit).astype(dt) * dt.type(hd**-0.5)  # (hd + 1,)
     # the softmax's inputs and exponentials: constant over a run, computed at its first call
     key = f"{a}.softmax_table"
     if key not in mode.state:
-        bias = relative_position_bias(s[f"{a}.relative_position_bias_table"], s[f"{a}.relative_position_index"])
+        bias = relative_position_bias(s[f"{a}.relative_position_bias_table"],
+                                      s[f"{a}.relative_position_index"])  # (nH, N, N)
         mode.state[key] = softmax_tables(bias, s.get(f"{prefix}.attn_mask"), lam[3] * gain[3])
     qkv_bias = s.get(f"{a}.qkv.bias")
     out = np.empty((T, batch, nW, N, C), dt)
@@ -230,6 +259,15 @@ def forward(model, images, mode):
     z : (T, B, K) ndarray
         Head output of each step.
     """
+    saved = numba.get_num_threads()
+    numba.set_num_threads(min(kernel_threads(), saved))
+    try:
+        return _forward(model, images, mode)
+    finally:
+        numba.set_num_threads(saved)
+
+
+def _forward(model, images, mode):
     s, T = model.state, mode.steps
     B = images.shape[0]
     x = patch_embed(images, s["patch_embed.proj.weight"], s["patch_embed.proj.bias"])  # (B, N, C)
@@ -246,7 +284,8 @@ def forward(model, images, mode):
             m = merge_tokens(x.reshape(T, B, -1, stage.dim), stage.resolution)  # (T, B, N/4, 4C)
             m = batch_norm(m, *bn_params(s, f"{d}.norm"))
             g = _gemm(m.reshape(T, -1, 4 * stage.dim), s[f"{d}.reduction.weight"])  # (T, B*N/4, 2C)
-            x = _site(mode, f"{d}.reduction_if", g, s[f"{d}.reduction_if.up"], (B, m.shape[2], 2 * stage.dim))
+            x = _site(mode, f"{d}.reduction_if", g, s[f"{d}.reduction_if.up"],
+                      (B, m.shape[2], 2 * stage.dim))  # (T, B*N/4, 2C)
     x = x.reshape(T, B, -1, model.config.num_features)  # (T, B, N, F)
     x = mode.analog("norm", lambda a: layer_norm(a, s["norm.weight"], s["norm.bias"]), x)
     return head(x, s["head.weight"], s["head.bias"])  # (T, B, K)

@@ -1,14 +1,26 @@
 """Numba twins of the hot loops.
 
 Each kernel here has a readable NumPy version with the same signature and docstring next to the code
-that uses it (the IF scan's is :func:`mst_ref.neurons.if_neuron_reference`), and the tests check every
-kernel against its NumPy version bit for bit, once compiled and once more as plain Python with
-``NUMBA_DISABLE_JIT=1``. Kernels take and return plain contiguous arrays and do no argument checking:
-the public wrappers validate and reshape.
+that uses it, and the tests (tests/test_neurons.py, tests/test_fast.py) check every kernel against its
+NumPy version bit for bit, once compiled and once more as plain Python with ``NUMBA_DISABLE_JIT=1``:
+
+=============================  ==================================================================
+kernel                         readable twin
+=============================  ==================================================================
+:func:`if_scan`                :func:`mst_ref.neurons.if_neuron_reference`
+:func:`site_scan`              :func:`mst_ref.neurons.site_scan_reference`
+:func:`window_attention_scan`  :func:`mst_ref.attention.window_attention_scan_reference`
+=============================  ==================================================================
+
+Kernels take and return plain contiguous arrays and do no argument checking: the public wrappers
+(:func:`mst_ref.neurons.if_neuron`, :mod:`mst_ref.fast`) validate and reshape. Optional arrays are passed
+with zero size, so that each kernel compiles once per dtype.
 
 Numba options are set once, here: ``cache=True`` keeps compiled code in ``__pycache__`` between runs,
 ``nogil=True`` lets callers run kernels from several threads. No ``fastmath``: the kernels must round
-exactly as NumPy does.
+exactly as NumPy does. Two habits keep the inner loops vectorised: each index of an innermost loop is
+its loop variable on its own axis (a computed offset such as ``c0 + d`` makes Numba check for negative
+indices inside the loop), and booleans combine with ``&`` rather than the branching ``and``.
 """
 
 from functools import partial
