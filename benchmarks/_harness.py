@@ -35,7 +35,7 @@ MODELS = {
 
 def model_config(name):
     """The MSTConfig of a benchmark model (the shipped one is read from its checkpoint)."""
-    from mst_ref.model import MSTConfig
+    from mst_ref.models.mst import MSTConfig
 
     if name == "cifar32":
         return MSTConfig(img_size=32, patch_size=2, in_chans=3, num_classes=10, embed_dim=48, depths=(2, 2, 2),
@@ -51,7 +51,7 @@ def build(name, batch):
 
     from mst_ref.checkpoint import load_checkpoint
     from mst_ref.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD
-    from mst_ref.model import MST
+    from mst_ref.models.mst import MST
 
     if name == "shipped":
         model = load_checkpoint(ROOT / "data" / "mst_fashion.pth")

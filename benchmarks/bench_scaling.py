@@ -7,7 +7,7 @@ peak resident memory of those runs). Printed:
 
 1. the shipped Fashion-MNIST model, batch 8, T = 8 ... 256: seconds, seconds per step (flat when the cost
    is linear in T) and peak memory (flat: ``snn_forward`` runs the steps in chunks of bounded size,
-   :func:`mst_ref.fast.default_chunk`, so memory does not grow with T beyond the (T, B, K) logits);
+   :func:`mst_ref.models.mst_fast.default_chunk`, so memory does not grow with T beyond the (T, B, K) logits);
 2. the same model at T = 16, batch 1 ... 64: image-steps per second and peak memory (linear in B);
 3. Swin-T at 224, batch 1, T = 128 with the default chunking: time and peak memory, asserted under 4 GiB
    (and, for contrast, the same run forced into one chunk of 128 steps, when --quick is not given).

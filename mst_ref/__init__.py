@@ -36,8 +36,8 @@ __all__ = ["qcfs", "clip_activation", "if_neuron", "IFState"]
 # Names imported from their module on first access, so that `import mst_ref` stays light and works
 # whichever of these modules exist.
 _LAZY = {
-    "MST": "mst_ref.model",
-    "MSTConfig": "mst_ref.model",
+    "MST": "mst_ref.models.mst",
+    "MSTConfig": "mst_ref.models.mst",
     "load_checkpoint": "mst_ref.checkpoint",
 }
 

@@ -12,7 +12,7 @@ Two measurements on real inputs:
   Affine ops do, up to rounding; the others do not. That is why the faithful SNN plateaus
   (MST_SPEC section 4) and why expectation compensation (section 8) makes it converge.
 
-Both run the model's own forward pass (:meth:`mst_ref.model.MST.forward`) with a
+Both run the model's own forward pass (:meth:`mst_ref.models.mst.MST.forward`) with a
 :class:`~mst_ref.modes.Mode` that also adds up, over time, the inputs and outputs it sees (:class:`_Tap`).
 No spike train is kept, so memory does not grow with T, and one run to the largest T yields every
 smaller T on the way. Notation: z the ANN input of a site, a its ANN activation, x_t the SNN input at
@@ -51,7 +51,7 @@ class _Tap(Mode):
     funcs : dict of {str: (callable, int)}
         Op name -> (f, number of inputs), in the order the ops were first seen (forward order).
     fast : bool
-        Always False: the fused kernels of :mod:`mst_ref.fast` bypass the methods tapped here.
+        Always False: the fused kernels of :mod:`mst_ref.models.mst_fast` bypass the methods tapped here.
     """
 
     fast: bool = False
@@ -179,7 +179,7 @@ def site_errors(model, images, timesteps=(1, 2, 4, 8, 16, 32), compensation="non
     compensation : {"none", "expectation"}
         The SNN compared (faithful, or expectation-compensated, MST_SPEC section 8).
     mask_ratio, rng, mask_sites
-        RSM of the SNN (:meth:`mst_ref.model.MST.snn_forward`). The ANN reference is never masked.
+        RSM of the SNN (:meth:`mst_ref.models.mst.MST.snn_forward`). The ANN reference is never masked.
     sites : None, str or iterable of str
         Sites to analyse (names or glob patterns); None: all.
     labels : (B,) int ndarray or None
@@ -377,7 +377,7 @@ def commutation_check(model, images, timesteps=16, compensation="none", mask_rat
     timesteps : int
         T of the SNN run that supplies the inputs.
     compensation, mask_ratio, rng, mask_sites
-        The SNN run, as in :meth:`mst_ref.model.MST.snn_forward`.
+        The SNN run, as in :meth:`mst_ref.models.mst.MST.snn_forward`.
     batch_size : int
 
     Returns

@@ -252,7 +252,7 @@ def config_qcfs_levels(config, default=16):
 
 
 def load_checkpoint(path, img_size=None, dtype=np.float32):
-    """Load a checkpoint into an :class:`mst_ref.model.MST`.
+    """Load a checkpoint into an :class:`mst_ref.models.mst.MST`.
 
     ``img_size`` defaults to the checkpoint's config (``DATA.IMG_SIZE`` / ``img_size``); the model
     raises ValueError when it is neither given nor inferable from ``attn_mask``. ``qcfs_levels`` (L,
@@ -260,7 +260,7 @@ def load_checkpoint(path, img_size=None, dtype=np.float32):
     The ratio p the model was trained with (a model trained with p is run with p) is kept as
     ``model.trained_mask_ratio`` and ``model.config.mask_ratio``.
     """
-    from mst_ref.model import MST      # imported here: the model module does not depend on this one
+    from mst_ref.models.mst import MST      # imported here: the model module does not depend on this one
 
     state, meta = load_state_dict(path)
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
@@ -277,10 +277,10 @@ def load_checkpoint(path, img_size=None, dtype=np.float32):
 def describe_checkpoint(path, img_size=None):
     """Summary of a checkpoint for ``mst-ref inspect``: a JSON-friendly dict; no model is built.
 
-    The architecture is :func:`mst_ref.layout.infer_config` of the shapes (None, with the reason
+    The architecture is :func:`mst_ref.models.mst_layout.infer_config` of the shapes (None, with the reason
     under ``architecture_error``, when the state dict is not an MST one).
     """
-    from mst_ref.layout import infer_config, site_names
+    from mst_ref.models.mst_layout import infer_config, site_names
 
     state, meta = load_state_dict(path)
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}

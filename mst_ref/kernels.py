@@ -13,7 +13,7 @@ kernel                         readable twin
 =============================  ==================================================================
 
 Kernels take and return plain contiguous arrays and do no argument checking: the public wrappers
-(:func:`mst_ref.neurons.if_neuron`, :mod:`mst_ref.fast`) validate and reshape. Optional arrays are passed
+(:func:`mst_ref.neurons.if_neuron`, :mod:`mst_ref.models.mst_fast`) validate and reshape. Optional arrays are passed
 with zero size, so that each kernel compiles once per dtype.
 
 Numba options are set once, here: ``cache=True`` keeps compiled code in ``__pycache__`` between runs,

@@ -1,6 +1,6 @@
 """What an activation site and an analog operation do: the one thing that differs between ANN and SNN.
 
-The model (:mod:`mst_ref.model`) is written once. At each of its activation sites it calls
+The model (:mod:`mst_ref.models.mst`) is written once. At each of its activation sites it calls
 ``mode.site(name, x, threshold)``; at each non-spiking nonlinearity (softmax, LayerNorm) it calls
 ``mode.analog(name, f, x)``; at each product of two activations (q k^T, p v) it calls
 ``mode.product(name, a, b)``. A :class:`Mode` decides what these mean:
@@ -238,8 +238,8 @@ class Mode:
         SNN: product name -> ``(steps,)`` int64 counts of multiplies with both operands nonzero
         (:func:`nonzero_pairs`) of each call; for energy accounting.
     fast : bool
-        SNN without compensation: run :meth:`mst_ref.model.MST.forward` through the fused kernels of
-        :mod:`mst_ref.fast` (same numbers within float rounding, same state, records and counts).
+        SNN without compensation: run :meth:`mst_ref.models.mst.MST.forward` through the fused kernels of
+        :mod:`mst_ref.models.mst_fast` (same numbers within float rounding, same state, records and counts).
         False: the readable path, one NumPy op at a time through :meth:`site`, :meth:`analog` and
         :meth:`product` (needed by anything that hooks into those methods).
     """

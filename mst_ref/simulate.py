@@ -1,7 +1,7 @@
 """The SNN's time loop: multi-step passes over chunks of time, step by step, and what a run returns.
 
 The published evaluation (``snn_validate``, MST_SPEC section 4) runs the whole network once per time
-step and sums the head outputs. Here one call of :meth:`mst_ref.model.MST.forward` computes a chunk of
+step and sums the head outputs. Here one call of :meth:`mst_ref.models.mst.MST.forward` computes a chunk of
 steps at once, every layer as one stacked operation over ``(T_chunk, B, ...)``, with the neurons'
 membranes (and the compensation's running sums) carried in the :class:`~mst_ref.modes.Mode` to the next
 chunk. Chunks of 1 are the step-by-step simulator; one chunk of T is the fully multi-step run; all give
@@ -155,7 +155,7 @@ class StepSimulator:
     images : (B, in_chans, img_size, img_size) float ndarray
         Fed unchanged at every step (direct coding).
     mask_ratio, rng, mask_sites, mask_rescale
-        RSM, as in :meth:`mst_ref.model.MST.snn_forward`; the child generators are drawn from ``rng``
+        RSM, as in :meth:`mst_ref.models.mst.MST.snn_forward`; the child generators are drawn from ``rng``
         here, once, so any split of the run into calls draws the same masks.
     compensation : {"none", "expectation"}
     record : None, str or iterable of str

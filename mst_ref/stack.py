@@ -10,7 +10,7 @@ A converted network can be simulated in two orders that give the same numbers:
 
 They agree because a linear layer acts on each time step separately and the IF neuron is causal: the
 output at step t depends only on inputs up to t. The full model does the same with its time axis in
-front (:mod:`mst_ref.simulate`, :mod:`mst_ref.model`). This module keeps the idea small enough to read
+front (:mod:`mst_ref.simulate`, :mod:`mst_ref.models.mst`). This module keeps the idea small enough to read
 and test: ``LinearIF`` layers, the two simulators, and the ANN they converge to.
 """
 

@@ -34,6 +34,7 @@ class RefConfig:
     mlp_norm: bool = True            # BatchNorm inside the MLP ('imagenet' variant)
     qcfs_levels: int = 16            # L
     mask_ratio: float = 0.0          # RSM ratio p at the published sites (q, k, attention scores)
+    mask_sites: str = "published"    # "paper": the MLP input spikes (shortcut2_if) are masked too
 
     def to_dict(self):
         return asdict(self)
@@ -214,6 +215,7 @@ class Block(nn.Module):
         self.norm2 = TokenBN(dim)
         self.shortcut2_if = QCFS(cfg.qcfs_levels)
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.qcfs_levels, cfg.mlp_norm)
+        self.mask_sites = getattr(cfg, "mask_sites", "published")
         if shift > 0:
             self.register_buffer("attn_mask", shift_attn_mask(res, res, ws, shift))
         else:
@@ -233,7 +235,10 @@ class Block(nn.Module):
             h = torch.roll(h, shifts=(self.shift, self.shift), dims=(1, 2))
         x = shortcut + h.reshape(B, L, C)
         x = self.norm2(x)                      # the MLP residual is added to the BN output
-        return x + self.mlp(self.shortcut2_if(x))
+        m = self.shortcut2_if(x)
+        if self.mask_sites == "paper":         # the paper's MLP-input masking site (Fig. 2e)
+            m = rsm(m, self.attn.mask_ratio)
+        return x + self.mlp(m)
 
 
 class PatchMerging(nn.Module):

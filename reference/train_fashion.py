@@ -115,6 +115,10 @@ def main(argv=None):
     ap.add_argument("--wd", type=float, default=0.05)
     ap.add_argument("--warmup", type=float, default=2.0, help="warm-up epochs")
     ap.add_argument("--mask-ratio", type=float, default=0.0)
+    ap.add_argument("--mask-sites", default="published", choices=("published", "paper"),
+                    help="paper: also mask the MLP input spikes (shortcut2_if)")
+    ap.add_argument("--init", default=None, help="start from this checkpoint.pth's weights (fine-tuning)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--levels", type=int, default=8)
     ap.add_argument("--embed-dim", type=int, default=48)
     ap.add_argument("--heads", default="3,6", help="heads per stage, comma separated")
@@ -134,8 +138,13 @@ def main(argv=None):
 
     cfg = RefConfig(img_size=28, patch_size=2, in_chans=1, num_classes=10, embed_dim=args.embed_dim,
                     depths=[2, 2], num_heads=[int(h) for h in args.heads.split(",")], window_size=7, mlp_ratio=4.0, mlp_norm=False,
-                    qcfs_levels=args.levels, mask_ratio=args.mask_ratio)
+                    qcfs_levels=args.levels, mask_ratio=args.mask_ratio, mask_sites=args.mask_sites)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = MSTTorch(cfg).to(dev)
+    if args.init and not (out / "state.pt").exists():
+        model.load_state_dict(torch.load(args.init, map_location=dev, weights_only=True)["model"])
+        print(f"initialised from {args.init}", flush=True)
     xtr, ytr, xte, yte = load_fashion(args.data)
     if args.train_limit:
         xtr, ytr, xte, yte = xtr[:args.train_limit], ytr[:args.train_limit], xte[:args.train_limit], yte[:args.train_limit]

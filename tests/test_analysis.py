@@ -16,7 +16,7 @@ from mst_ref.attention import softmax
 from mst_ref.checkpoint import save_npz
 from mst_ref.cli_analysis import add_analyze_parser, parse_timesteps
 from mst_ref.layers import batch_norm, bn_params, linear, patch_embed
-from mst_ref.model import MST, MSTConfig
+from mst_ref.models.mst import MST, MSTConfig
 from mst_ref.qcfs import clip_activation, qcfs
 from mst_ref.windows import relative_position_bias, window_partition
 

@@ -567,10 +567,10 @@ def test_live_expanded_views_are_refused_not_crashed(tmp_path):
 def test_live_model_logits_from_pth_equal_those_from_npz(tmp_path):
     """The same weights through torch.save (.pth) and save_npz give the same ANN logits, bit for bit."""
     torch = pytest.importorskip("torch")
-    model_module = pytest.importorskip("mst_ref.model")
+    model_module = pytest.importorskip("mst_ref.models.mst")
     from mst_ref.checkpoint import load_checkpoint
     if not all(hasattr(model_module, n) for n in ("MSTConfig", "random_state_dict", "MST")):
-        pytest.skip("mst_ref.model does not provide MSTConfig / random_state_dict yet")
+        pytest.skip("mst_ref.models.mst does not provide MSTConfig / random_state_dict yet")
     try:
         config = model_module.MSTConfig(img_size=32, patch_size=4, in_chans=1, num_classes=5, embed_dim=8,
                                         depths=(2, 2), num_heads=(1, 2), window_size=4, mlp_ratio=2.0,

@@ -14,7 +14,7 @@ from mst_ref import cli_run
 from mst_ref.checkpoint import save_npz
 from mst_ref.cli_run import parse_timesteps
 from mst_ref.data import sample_path
-from mst_ref.layout import MSTConfig, random_state_dict
+from mst_ref.models.mst_layout import MSTConfig, random_state_dict
 
 # a tiny 3-channel model: 8x8 images, patch 2 -> 4x4 tokens, window 2, one stage of two blocks
 TINY = MSTConfig(img_size=8, patch_size=2, in_chans=3, num_classes=3, embed_dim=8, depths=(2,),

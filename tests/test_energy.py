@@ -9,7 +9,7 @@ from mst_ref import energy
 from mst_ref.checkpoint import save_npz
 from mst_ref.cli_energy import add_energy_parser, add_mask_sweep_parser
 from mst_ref.data import prepare_images
-from mst_ref.model import MST, MSTConfig
+from mst_ref.models.mst import MST, MSTConfig
 from mst_ref.modes import nonzero_pairs
 from mst_ref.ratio_search import evaluate_ratios, search_block_ratios
 from mst_ref.simulate import SNNResult

@@ -1,4 +1,4 @@
-"""The fused SNN path (mst_ref.fast) and its kernels: each Numba kernel against its readable NumPy twin, bit
+"""The fused SNN path (mst_ref.models.mst_fast) and its kernels: each Numba kernel against its readable NumPy twin, bit
 for bit, and the fused forward pass against the readable one (model.forward with fast=False).
 
 Kernel tests are marked ``kernels``: CI runs them again with NUMBA_DISABLE_JIT=1, so the kernel bodies
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from mst_ref import kernels
 from mst_ref.attention import softmax_tables, window_attention_scan_reference
-from mst_ref.model import MST, MSTConfig
+from mst_ref.models.mst import MST, MSTConfig
 from mst_ref.neurons import if_neuron, site_scan_reference
 from mst_ref.windows import cyclic_shift, relative_position_index, shift_attention_mask, window_order
 from mst_ref.windows import relative_position_bias, window_partition

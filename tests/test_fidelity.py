@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 import mst_ref
-from mst_ref.layout import MSTConfig, expected_shapes
-from mst_ref.model import MST
+from mst_ref.models.mst_layout import MSTConfig, expected_shapes
+from mst_ref.models.mst import MST
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = sorted((HERE / "fixtures" / "golden").glob("*.npz"))

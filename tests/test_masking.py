@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mst_ref.masking import SpikeMasker, rsm, site_ratios
-from mst_ref.model import MST, MSTConfig
+from mst_ref.models.mst import MST, MSTConfig
 
 CFG = MSTConfig(img_size=8, patch_size=2, in_chans=1, num_classes=3, embed_dim=8, depths=(2, 1),
                 num_heads=(2, 2), window_size=2)

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from mst_ref.attention import softmax
 from mst_ref.layers import layer_norm
-from mst_ref.layout import expected_shapes, random_state_dict
-from mst_ref.model import MST, MSTConfig
+from mst_ref.models.mst_layout import expected_shapes, random_state_dict
+from mst_ref.models.mst import MST, MSTConfig
 from mst_ref.modes import Carry, Mode, expectation_op, expectation_product
 
 # a small two-stage model with shifted windows in stage 0 (img 16 / patch 2 = 8x8 tokens, window 4)

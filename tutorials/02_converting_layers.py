@@ -42,7 +42,7 @@ except ImportError:  # a checkout that was not pip-installed: put the repository
 from mst_ref import plots
 from mst_ref.layers import batch_norm, layer_norm, linear, patch_embed
 from mst_ref.merging import merge_tokens, patch_merging
-from mst_ref.model import MST, MSTConfig
+from mst_ref.models.mst import MST, MSTConfig
 from mst_ref.modes import Mode
 from mst_ref.neurons import if_neuron, spike_counts
 from mst_ref.qcfs import clip_activation, qcfs

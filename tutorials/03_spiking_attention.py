@@ -43,7 +43,7 @@ except ImportError:  # a checkout that was not pip-installed: put the repository
 from mst_ref import data, plots
 from mst_ref.attention import softmax, window_attention
 from mst_ref.checkpoint import load_checkpoint
-from mst_ref.model import MST, MSTConfig
+from mst_ref.models.mst import MST, MSTConfig
 from mst_ref.modes import Carry, Mode, expectation_op, expectation_product
 from mst_ref.neurons import if_neuron
 from mst_ref.qcfs import qcfs

@@ -45,7 +45,7 @@ except ImportError:  # a checkout that was not pip-installed: put the repository
 from mst_ref import data, energy, plots
 from mst_ref.attention import softmax
 from mst_ref.masking import PUBLISHED_SITES, rsm, site_ratios
-from mst_ref.model import MST, MSTConfig
+from mst_ref.models.mst import MST, MSTConfig
 from mst_ref.neurons import if_neuron
 from mst_ref.windows import relative_position_bias
 

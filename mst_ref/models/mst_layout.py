@@ -5,7 +5,7 @@ token grid and window, the 124 activation-site names of Swin-T, and every key an
 state dict (MST_SPEC section 7). Conversely, everything but the image size can be read off the shapes of
 a state dict, and the image size too when a shifted-window block stores its ``attn_mask``.
 
-This module holds that bookkeeping, so that :mod:`mst_ref.model` only assembles the forward pass:
+This module holds that bookkeeping, so that :mod:`mst_ref.models.mst` only assembles the forward pass:
 :class:`MSTConfig`, :func:`site_names`, :func:`expected_shapes`, :func:`infer_config`,
 :func:`check_state` and :func:`random_state_dict` (random weights in the official layout, for tests,
 tutorials and benchmarks).
@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .windows import relative_position_index, shift_attention_mask
+from ..windows import relative_position_index, shift_attention_mask
 
 __all__ = ["MSTConfig", "Stage", "site_names", "expected_shapes", "infer_config", "check_state",
            "random_state_dict"]
@@ -97,6 +97,14 @@ class MSTConfig:
     def num_features(self):
         """F, channels of the last stage (the head's input)."""
         return self.embed_dim * 2 ** (len(self.depths) - 1)
+
+    family = "mst"
+
+    def energy_table(self):
+        """The energy table of MST (:mod:`mst_ref.models.mst_energy`), for :mod:`mst_ref.energy`."""
+        from . import mst_energy  # imported here: mst_energy reads this module's site names
+
+        return mst_energy
 
 
 def _positive_int(v):

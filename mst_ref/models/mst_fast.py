@@ -1,6 +1,6 @@
-"""The SNN forward pass through fused kernels: the network of :mod:`mst_ref.model`, a few passes per block.
+"""The SNN forward pass through fused kernels: the network of :mod:`mst_ref.models.mst`, a few passes per block.
 
-:meth:`mst_ref.model.MST.forward` reads as the paper does, one NumPy operation at a time. Run that way,
+:meth:`mst_ref.models.mst.MST.forward` reads as the paper does, one NumPy operation at a time. Run that way,
 the SNN spends its time outside the matrix products: every activation site makes several passes over
 its ``(T, ...)`` arrays (affine op, scan, mask, count), and window attention runs thousands of tiny
 matrix products per step. This module computes the same network, for a :class:`~mst_ref.modes.Mode`
@@ -38,11 +38,11 @@ import os
 import numba
 import numpy as np
 
-from . import kernels
-from .attention import softmax_tables
-from .layers import batch_norm, bn_affine, bn_params, head, layer_norm, patch_embed
-from .merging import merge_tokens
-from .windows import relative_position_bias, window_order
+from .. import kernels
+from ..attention import softmax_tables
+from ..layers import batch_norm, bn_affine, bn_params, head, layer_norm, patch_embed
+from ..merging import merge_tokens
+from ..windows import relative_position_bias, window_order
 
 __all__ = ["supports", "forward", "default_chunk", "kernel_threads"]
 

@@ -22,15 +22,15 @@ import functools
 
 import numpy as np
 
-from . import fast as fused
-from .attention import window_attention
-from .layers import batch_norm, bn_params, head, layer_norm, linear, patch_embed
-from .layout import MSTConfig, check_state, infer_config, random_state_dict, site_names
-from .masking import SpikeMasker
-from .merging import patch_merging
-from .modes import Mode
-from .simulate import StepSimulator, check_timesteps, default_chunk
-from .windows import cyclic_shift, window_partition, window_reverse
+from . import mst_fast as fused
+from ..attention import window_attention
+from ..layers import batch_norm, bn_params, head, layer_norm, linear, patch_embed
+from .mst_layout import MSTConfig, check_state, infer_config, random_state_dict, site_names
+from ..masking import SpikeMasker
+from ..merging import patch_merging
+from ..modes import Mode
+from ..simulate import StepSimulator, check_timesteps, default_chunk
+from ..windows import cyclic_shift, window_partition, window_reverse
 
 __all__ = ["MST", "MSTConfig"]
 
@@ -87,7 +87,7 @@ class MST:
 
     @classmethod
     def random(cls, config, rng, dtype=np.float32):
-        """A model with random weights in the official layout (:func:`mst_ref.layout.random_state_dict`)."""
+        """A model with random weights in the official layout (:func:`mst_ref.models.mst_layout.random_state_dict`)."""
         return cls(config, random_state_dict(config, rng, dtype), dtype)
 
     # ------------------------------------------------------------------ forward pass
@@ -109,7 +109,7 @@ class MST:
         Notes
         -----
         A spiking mode without compensation (and ``mode.fast``, the default) runs the same network
-        through the fused kernels of :mod:`mst_ref.fast`; the code below is the readable version.
+        through the fused kernels of :mod:`mst_ref.models.mst_fast`; the code below is the readable version.
         """
         if fused.supports(mode):
             return fused.forward(self, images, mode)
@@ -254,12 +254,12 @@ class MST:
             Sites whose spike trains ``(T, B, ...)`` to keep.
         chunk : int or None
             Steps computed per multi-step pass (memory ~ chunk); None picks one that keeps a pass
-            within about 128 MiB on the fused path (:func:`mst_ref.fast.default_chunk`), 1 GiB on the
+            within about 128 MiB on the fused path (:func:`mst_ref.models.mst_fast.default_chunk`), 1 GiB on the
             readable one (:func:`mst_ref.simulate.default_chunk`). Results do not depend on it.
         compensation : {"none", "expectation"}
             Faithful per-step softmax / LayerNorm / products, or the expectation form (MST_SPEC 8).
         fast : bool
-            Run through the fused kernels (:mod:`mst_ref.fast`; without compensation), or one NumPy op
+            Run through the fused kernels (:mod:`mst_ref.models.mst_fast`; without compensation), or one NumPy op
             at a time (the readable path). Same numbers up to float rounding.
 
         Returns
