@@ -22,10 +22,14 @@ setup(
     long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["mst_ref", "mst_ref.*"]),
-    # Only the package's own non-Python files (if any) are installed; the sample data lives in the
-    # repository's data/ folder and is found from there, not shipped inside the package.
-    package_data={"mst_ref": ["*.json", "*.txt"]},
+    # The repository's data/ folder (shipped checkpoints, the Fashion-MNIST sample, its licence) is
+    # installed inside the package as mst_ref/shipped/, so a wheel, `pip install .` and an editable
+    # install all find it with importlib.resources (mst_ref.data.shipped_file), from any folder.
+    packages=find_packages(include=["mst_ref", "mst_ref.*"]) + ["mst_ref.shipped"],
+    package_dir={"mst_ref.shipped": "data"},
+    package_data={"mst_ref": ["*.json", "*.txt"],
+                  "mst_ref.shipped": ["*.pth", "*.npz", "*.md", "*.json", "*.log"]},
+    exclude_package_data={"mst_ref.shipped": ["*.py"]},
     include_package_data=False,
     zip_safe=False,  # numba's cache=True writes compiled kernels next to mst_ref/kernels.py
     install_requires=["numpy", "scipy", "numba", "pillow"],

@@ -334,15 +334,24 @@ def iterate_batches(dataset, batch_size, img_size, in_chans, mean, std, limit=No
 
 # ---------------------------------------------------------------- shipped files
 def shipped_file(name):
-    """Path of a file shipped with mst_ref (repo-root ``data/``, or package data ``mst_ref/data/``)."""
-    candidate = Path(__file__).resolve().parent.parent / "data" / name  # editable install / checkout
+    """Path of a file shipped with mst_ref: the repository's ``data/`` folder, wherever it is installed.
+
+    setup.py installs ``data/`` inside the package as ``mst_ref/shipped/`` (a wheel, ``pip install .``
+    and an editable install all do), so ``importlib.resources`` finds it from any folder; a plain
+    checkout that was never installed reads ``data/`` next to the package.
+    """
+    try:
+        resource = importlib.resources.files("mst_ref.shipped") / name  # installed (any kind)
+        if resource.is_file():
+            return Path(str(resource))
+    except (ImportError, TypeError):  # not installed: a checkout on sys.path
+        pass
+    candidate = Path(__file__).resolve().parent.parent / "data" / name  # checkout, never installed
     if candidate.is_file():
         return candidate
-    resource = importlib.resources.files("mst_ref") / "data" / name  # installed package data
-    if resource.is_file():
-        return Path(str(resource))
-    raise DataError(f"shipped file {name!r} not found in {candidate.parent} nor in the mst_ref package "
-                    "data; reinstall mst_ref or run from a checkout of the repository")
+    raise DataError(f"shipped file {name!r} is not in this mst_ref installation (looked in the package "
+                    f"data mst_ref/shipped and in {candidate.parent}); reinstall mst_ref from the "
+                    "repository folder: pip install .")
 
 
 def sample_path():
