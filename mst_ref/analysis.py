@@ -26,7 +26,7 @@ import numpy as np
 from .layers import batch_norm, bn_params, head, linear
 from .modes import Mode
 from .qcfs import clip_activation, qcfs
-from .simulate import check_timesteps, default_chunk
+from .simulate import check_timesteps
 
 __all__ = ["PARTS", "SiteErrors", "site_errors", "commutation_error", "commutation_check", "op_kind"]
 
@@ -237,10 +237,10 @@ def site_errors(model, images, timesteps=(1, 2, 4, 8, 16, 32), compensation="non
     R, C, L = len(names), len(stops), model.config.qcfs_levels
     ann_sums, snn_sums = np.zeros((R, 7)), np.zeros((R, C, 9))  # see _ann_sums, _snn_sums
     logit_sq, ann_sq, correct, ann_correct = np.zeros(C), 0.0, np.zeros(C), 0
-    chunk = default_chunk(model.config, min(batch_size, len(images)), model.dtype, stops[-1])
+    chunk = model.default_chunk(min(batch_size, len(images)), stops[-1], None)
     for start, x in _batches(images, batch_size):
         y = None if labels is None else labels[start:start + len(x)]
-        ann = _Tap(spiking=False, quantize=quantize, levels=L, watch=chosen)
+        ann = _Tap(spiking=False, quantize=quantize, levels=L, watch=chosen, quantizer=model.quantizer)
         ann_logits = model.forward(x, ann).astype(np.float64)  # (B, K)
         ann_sq += (ann_logits**2).sum()
         ann_correct += 0 if y is None else np.count_nonzero(ann_logits.argmax(-1) == y)
@@ -401,7 +401,7 @@ def commutation_check(model, images, timesteps=16, compensation="none", mask_rat
     """
     images = model.check_images(images)
     T = check_timesteps(timesteps, "timesteps")
-    chunk = default_chunk(model.config, min(batch_size, len(images)), model.dtype, T)
+    chunk = model.default_chunk(min(batch_size, len(images)), T, None)
     after, num, den = _fed_ops(model), {}, {}
     for _, x in _batches(images, batch_size):
         tap = _Tap(spiking=True, levels=model.config.qcfs_levels, compensation=compensation, after=after,

@@ -75,22 +75,22 @@ def _check_ratio(p, where):
     return float(p)
 
 
-def _resolve_sites(site_names, sites):
+def _resolve_sites(site_names, sites, presets=MASK_SITE_PRESETS):
     """The site names that may be masked: those ending with one of the suffixes ``sites``."""
     if isinstance(sites, str):
-        if sites not in MASK_SITE_PRESETS:
-            raise ValueError(f"mask sites must be one of {sorted(MASK_SITE_PRESETS)} or a tuple of site "
-                             f"suffixes such as {PUBLISHED_SITES}; got {sites!r}")
-        sites = MASK_SITE_PRESETS[sites]
+        if sites not in presets:
+            raise ValueError(f"mask sites must be one of {sorted(presets)} or a tuple of site "
+                             f"suffixes such as {tuple(presets[sorted(presets)[0]])[:3]}; got {sites!r}")
+        sites = presets[sites]
     sites = tuple(sites)
     unknown = [s for s in sites if not any(n == s or n.endswith("." + s) for n in site_names)]
     if unknown:
         raise ValueError(f"mask sites {unknown} name no activation site of this model; use suffixes of "
-                         f"site names such as {PUBLISHED_SITES} or {MLP_SITE!r}")
+                         f"site names such as {site_names[:2]}")
     return [n for n in site_names if any(n == s or n.endswith("." + s) for s in sites)]
 
 
-def site_ratios(site_names, ratio, sites="published"):
+def site_ratios(site_names, ratio, sites="published", presets=MASK_SITE_PRESETS):
     """The masking ratio of every masked site.
 
     Parameters
@@ -105,6 +105,9 @@ def site_ratios(site_names, ratio, sites="published"):
     sites : str or tuple of str
         Which sites may be masked: ``"published"`` (q, k and attention-score spikes), ``"paper"``
         (those and the MLP input, ``shortcut2_if``), or a tuple of site-name suffixes.
+    presets : dict
+        The model family's named site choices (MST's by default; the CNNs' in
+        :mod:`mst_ref.models.qcfs_cnn`).
 
     Returns
     -------
@@ -116,7 +119,7 @@ def site_ratios(site_names, ratio, sites="published"):
     ValueError
         A ratio outside [0, 1], an unknown site suffix, or a pattern that matches no maskable site.
     """
-    maskable = _resolve_sites(site_names, sites)
+    maskable = _resolve_sites(site_names, sites, presets)
     if isinstance(ratio, dict):
         chosen = {}
         for pattern, p in ratio.items():
@@ -151,7 +154,7 @@ class SpikeMasker:
     rescale: bool = False
 
     @classmethod
-    def create(cls, site_names, ratio, rng, sites="published", rescale=False):
+    def create(cls, site_names, ratio, rng, sites="published", rescale=False, presets=MASK_SITE_PRESETS):
         """Resolve the ratios (:func:`site_ratios`) and derive one child generator per site.
 
         ``rng`` is used once, here: ``rng.integers(2**63, size=len(site_names))`` gives one seed per
@@ -159,7 +162,7 @@ class SpikeMasker:
         not change the masks drawn at the others. Nothing is drawn when no site is masked (rng may then
         be None).
         """
-        ratios = site_ratios(site_names, ratio, sites)
+        ratios = site_ratios(site_names, ratio, sites, presets)
         if not ratios:
             return cls(rescale=rescale)
         if not isinstance(rng, np.random.Generator):

@@ -237,6 +237,10 @@ class Mode:
     product_pairs : dict of {str: list of ndarray}
         SNN: product name -> ``(steps,)`` int64 counts of multiplies with both operands nonzero
         (:func:`nonzero_pairs`) of each call; for energy accounting.
+    quantizer : callable
+        ANN: the QCFS of the model family, ``f(x, threshold, levels)`` (:func:`mst_ref.qcfs.qcfs` for MST,
+        :func:`mst_ref.qcfs.qcfs_clamp_first` for the QCFS CNNs: the same function, each family's own
+        order of floating-point operations).
     fast : bool
         SNN without compensation: run :meth:`mst_ref.models.mst.MST.forward` through the fused kernels of
         :mod:`mst_ref.models.mst_fast` (same numbers within float rounding, same state, records and counts).
@@ -257,6 +261,7 @@ class Mode:
     site_shapes: dict = field(default_factory=dict)
     product_pairs: dict = field(default_factory=dict)
     fast: bool = True
+    quantizer: object = qcfs
 
     def __post_init__(self):
         if self.compensation not in COMPENSATIONS:
@@ -295,7 +300,7 @@ class Mode:
         with v kept in ``state[name]`` (lambda / 2 before the first step).
         """
         if not self.spiking:
-            y = qcfs(x, threshold, self.levels) if self.quantize else clip_activation(x, threshold)
+            y = self.quantizer(x, threshold, self.levels) if self.quantize else clip_activation(x, threshold)
         else:
             v = self.state.get(name)
             if v is None:

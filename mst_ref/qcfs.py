@@ -14,7 +14,7 @@ import operator
 
 import numpy as np
 
-__all__ = ["qcfs", "clip_activation"]
+__all__ = ["qcfs", "qcfs_clamp_first", "clip_activation"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -119,3 +119,34 @@ def clip_activation(x, threshold):
     lam = _as_threshold(threshold, x.dtype)
     # y = min(max(x, 0), lambda)
     return np.asarray(np.clip(x, 0, lam), dtype=x.dtype)
+
+
+def qcfs_clamp_first(x, threshold, levels=8):
+    """QCFS in the order of operations of the official QCFS CNN code (putshua/ANN_SNN_QCFS).
+
+    Parameters
+    ----------
+    x : (...) ndarray of float32 or float64
+    threshold : float or (1,) ndarray
+        lambda (key ``<site>.thresh``); cast to ``x.dtype``.
+    levels : int
+        L (8 in the official QCFS evaluation).
+
+    Returns
+    -------
+    y : (...) ndarray, same shape and dtype as x
+
+    Notes
+    -----
+    .. math:: y = \\lambda \\, \\lfloor \\mathrm{clip}(x / \\lambda, 0, 1) L + 1/2 \\rfloor / L
+
+    The same function as :func:`qcfs` (clipping before or after the floor gives the same grid), but
+    the floating-point operations come in another order: ``x / lambda * L`` here, ``x * L / lambda`` in
+    MST. At a level boundary the two can round to neighbouring levels, so each family uses its own.
+    """
+    x = _as_float_array(x, "x")
+    lam = _as_threshold(threshold, x.dtype)
+    L = _as_levels(levels)
+    # y = lambda * floor(clip(x / lambda, 0, 1) * L + 0.5) / L
+    y = np.floor(np.clip(x / lam, 0, 1) * L + 0.5) / L * lam
+    return np.asarray(y, dtype=x.dtype)

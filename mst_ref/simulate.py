@@ -17,7 +17,7 @@ import numpy as np
 from . import energy
 from .modes import Mode, running_sum
 
-__all__ = ["SNNResult", "StepSimulator", "check_timesteps", "default_chunk"]
+__all__ = ["SNNResult", "StepSimulator", "check_timesteps"]
 
 
 def check_timesteps(value, name="timesteps"):
@@ -25,19 +25,6 @@ def check_timesteps(value, name="timesteps"):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
     return int(value)
-
-
-def default_chunk(config, batch_size, dtype, timesteps, budget_bytes=2**30):
-    """Steps per multi-step pass that keep one pass within about ``budget_bytes``.
-
-    The estimate: a dozen live arrays of the largest per-step activation (the MLP hidden layer or the
-    attention scores, whose masks draw float64 uniforms) per image. Swin-T at 224, batch 1, float32:
-    18 steps per pass.
-    """
-    largest = max(max(s.resolution**2 * max(s.hidden, 3 * s.dim),
-                      2 * s.resolution**2 * s.window**2 * s.heads) for s in config.stages)
-    per_step = 12 * batch_size * largest * np.dtype(dtype).itemsize
-    return max(1, min(timesteps, budget_bytes // per_step))
 
 
 @dataclass
@@ -173,9 +160,9 @@ class StepSimulator:
                  mask_sites="published", mask_rescale=False):
         self.model = model
         self.images = model.check_images(images)
-        self.mode = Mode(spiking=True, levels=model.config.qcfs_levels, compensation=compensation,
-                         masker=model.masker(mask_ratio, rng, mask_sites, mask_rescale),
-                         record=model.select_sites(record))
+        self.mode = model.make_mode(True, compensation=compensation,
+                                    masker=model.masker(mask_ratio, rng, mask_sites, mask_rescale),
+                                    record=model.select_sites(record))
         self._step_logits = []  # (T_chunk, B, K) per call
         self._cumulative = []  # (T_chunk, B, K) per call
 

@@ -17,7 +17,6 @@ passed to :meth:`MST.forward` differs: see :mod:`mst_ref.modes`. The SNN's time 
 results live in :mod:`mst_ref.simulate`.
 """
 
-import fnmatch
 import functools
 
 import numpy as np
@@ -25,11 +24,9 @@ import numpy as np
 from . import mst_fast as fused
 from ..attention import window_attention
 from ..layers import batch_norm, bn_params, head, layer_norm, linear, patch_embed
-from .mst_layout import MSTConfig, check_state, infer_config, random_state_dict, site_names
-from ..masking import SpikeMasker
+from .mst_layout import MSTConfig, check_state, infer_config, random_state_dict, readable_chunk, site_names
 from ..merging import patch_merging
-from ..modes import Mode
-from ..simulate import StepSimulator, check_timesteps, default_chunk
+from ..network import SpikingNetwork
 from ..windows import cyclic_shift, window_partition, window_reverse
 
 __all__ = ["MST", "MSTConfig"]
@@ -37,7 +34,7 @@ __all__ = ["MST", "MSTConfig"]
 _INTEGER_KEYS = ("relative_position_index", "num_batches_tracked")
 
 
-class MST:
+class MST(SpikingNetwork):
     """A Masked Spiking Transformer with its weights.
 
     Build one with :meth:`from_state_dict` (a checkpoint's state dict) or :meth:`random`.
@@ -160,126 +157,11 @@ class MST:
             h = batch_norm(h, *bn_params(s, f"{prefix}.norm2"))
         return mode.site(f"{prefix}.fc2_if", h, s[f"{prefix}.fc2_if.up"])
 
-    # ------------------------------------------------------------------ public entry points
+    # ------------------------------------------------------------------ time chunks
 
-    def check_images(self, images):
-        """Return ``images`` as a finite ``(B, in_chans, img, img)`` array of the model's dtype.
-
-        Raises
-        ------
-        ValueError
-            Wrong shape, non-float dtype, or NaN / inf values.
-        """
-        c = self.config
-        shape = (c.in_chans, c.img_size, c.img_size)
-        want = f"(B, {c.in_chans}, {c.img_size}, {c.img_size})"
-        images = np.asarray(images)
-        if images.dtype.kind != "f":
-            raise ValueError(f"images must be a float array of normalised images {want}; got dtype "
-                             f"{images.dtype} (normalise uint8 images first)")
-        if images.ndim != 4 or images.shape[0] == 0 or images.shape[1:] != shape:
-            raise ValueError(f"images must be {want} for this model; got {images.shape}")
-        if not np.isfinite(images).all():
-            raise ValueError("images must be finite; got NaN or inf values")
-        return images.astype(self.dtype, copy=False)
-
-    def select_sites(self, record):
-        """Site names chosen by ``record``: None, "all", a name, or names / glob patterns."""
-        if record is None:
-            return frozenset()
-        patterns = [record] if isinstance(record, str) else list(record)
-        chosen = set()
-        for pattern in patterns:
-            hits = self.site_names if pattern == "all" else fnmatch.filter(self.site_names, pattern)
-            if not hits:
-                raise ValueError(f"record pattern {pattern!r} matches no activation site; sites look like "
-                                 f"{self.site_names[:3]} (see MST.site_names)")
-            chosen.update(hits)
-        return frozenset(chosen)
-
-    def masker(self, mask_ratio, rng, mask_sites="published", mask_rescale=False):
-        """The :class:`~mst_ref.masking.SpikeMasker` of one forward pass (child generators drawn here)."""
-        return SpikeMasker.create(self.site_names, mask_ratio, rng, mask_sites, mask_rescale)
-
-    def ann_forward(self, images, quantize=True, mask_ratio=0.0, rng=None, record=None,
-                    mask_sites="published", mask_rescale=False):
-        """The ANN: every site is QCFS (or clip).
-
-        Parameters
-        ----------
-        images : (B, in_chans, img_size, img_size) float ndarray
-            Normalised images.
-        quantize : bool
-            QCFS with L levels (True), or its continuous limit clip(x, 0, lambda) (False).
-        mask_ratio : float or dict
-            RSM ratio p (the published code masks in the ANN too), or a dict of site / block patterns
-            -> p (:func:`mst_ref.masking.site_ratios`).
-        rng : np.random.Generator
-            Required when masking.
-        record : None, str or iterable of str
-            Sites whose activations to return (names or glob patterns, or "all").
-        mask_sites : "published", "paper" or tuple of site suffixes
-            Which sites RSM may mask.
-        mask_rescale : bool
-            Divide kept values by 1 - p.
-
-        Returns
-        -------
-        logits : (B, K) ndarray
-            When ``record`` is given: ``(logits, records)`` with records a dict site -> activations
-            ``(B, ...)`` (attention sites ``(B, nW, nH, N, hd)`` / ``(B, nW, nH, N, N)`` /
-            ``(B, nW, N, C)``; the others ``(B, N, C)``).
-        """
-        images = self.check_images(images)
-        mode = Mode(spiking=False, quantize=quantize, levels=self.config.qcfs_levels,
-                    masker=self.masker(mask_ratio, rng, mask_sites, mask_rescale),
-                    record=self.select_sites(record))
-        logits = self.forward(images, mode)  # (B, K)
-        if record is None:
-            return logits
-        return logits, {name: mode.records[name][0] for name in self.site_names if name in mode.record}
-
-    def snn_forward(self, images, timesteps, mask_ratio=0.0, rng=None, record=None, chunk=None,
-                    compensation="none", mask_sites="published", mask_rescale=False, fast=True):
-        """The SNN (published ``snn_validate``): IF neurons, the image fed at every step.
-
-        Parameters
-        ----------
-        images : (B, in_chans, img_size, img_size) float ndarray
-        timesteps : int
-            T >= 1.
-        mask_ratio, rng, mask_sites, mask_rescale
-            RSM, as in :meth:`ann_forward`; masks are fresh at every step.
-        record : None, str or iterable of str
-            Sites whose spike trains ``(T, B, ...)`` to keep.
-        chunk : int or None
-            Steps computed per multi-step pass (memory ~ chunk); None picks one that keeps a pass
-            within about 128 MiB on the fused path (:func:`mst_ref.models.mst_fast.default_chunk`), 1 GiB on the
-            readable one (:func:`mst_ref.simulate.default_chunk`). Results do not depend on it.
-        compensation : {"none", "expectation"}
-            Faithful per-step softmax / LayerNorm / products, or the expectation form (MST_SPEC 8).
-        fast : bool
-            Run through the fused kernels (:mod:`mst_ref.models.mst_fast`; without compensation), or one NumPy op
-            at a time (the readable path). Same numbers up to float rounding.
-
-        Returns
-        -------
-        SNNResult
-            :class:`mst_ref.simulate.SNNResult`.
-        """
-        timesteps = check_timesteps(timesteps, "timesteps")
-        sim = self.step_simulator(images, mask_ratio, rng, compensation, record, mask_sites, mask_rescale, fast)
-        if chunk is None:
-            pick = fused.default_chunk if fused.supports(sim.mode) else default_chunk
-            chunk = pick(self.config, sim.batch_size, self.dtype, timesteps)
-        return sim.run(timesteps, chunk)
-
-    def step_simulator(self, images, mask_ratio=0.0, rng=None, compensation="none", record=None,
-                       mask_sites="published", mask_rescale=False, fast=True):
-        """A :class:`mst_ref.simulate.StepSimulator`: the SNN one step (or chunk) at a time.
-
-        ``fast`` as in :meth:`snn_forward`.
-        """
-        sim = StepSimulator(self, images, mask_ratio, rng, compensation, record, mask_sites, mask_rescale)
-        sim.mode.fast = bool(fast)
-        return sim
+    def default_chunk(self, batch_size, timesteps, mode):
+        """Steps per multi-step pass: about 128 MiB per pass on the fused path
+        (:func:`mst_ref.models.mst_fast.default_chunk`), 1 GiB on the readable one
+        (:func:`mst_ref.models.mst_layout.readable_chunk`). Results do not depend on it."""
+        pick = fused.default_chunk if mode is not None and fused.supports(mode) else readable_chunk
+        return pick(self.config, batch_size, self.dtype, timesteps)

@@ -334,3 +334,16 @@ def random_state_dict(config, rng, dtype=np.float32):
             value = rng.normal(0.0, 0.3 if ".norm" in key or key.startswith("norm") else 0.1, shape)
         state[key] = np.asarray(value, dtype=dtype)
     return state
+
+
+def readable_chunk(config, batch_size, dtype, timesteps, budget_bytes=2**30):
+    """Steps per multi-step pass that keep one pass within about ``budget_bytes``.
+
+    The estimate: a dozen live arrays of the largest per-step activation (the MLP hidden layer or the
+    attention scores, whose masks draw float64 uniforms) per image. Swin-T at 224, batch 1, float32:
+    18 steps per pass.
+    """
+    largest = max(max(s.resolution**2 * max(s.hidden, 3 * s.dim),
+                      2 * s.resolution**2 * s.window**2 * s.heads) for s in config.stages)
+    per_step = 12 * batch_size * largest * np.dtype(dtype).itemsize
+    return max(1, min(timesteps, budget_bytes // per_step))
