@@ -32,7 +32,9 @@ setup(
     exclude_package_data={"mst_ref.shipped": ["*.py"]},
     include_package_data=False,
     zip_safe=False,  # numba's cache=True writes compiled kernels next to mst_ref/kernels.py
-    install_requires=["numpy", "scipy", "numba", "pillow"],
+    # threadpoolctl: mst_ref.threads sets the BLAS thread count at run time (--threads), which the
+    # OPENBLAS_NUM_THREADS variable, read once when NumPy loads, cannot
+    install_requires=["numpy", "scipy", "numba", "pillow", "threadpoolctl"],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["mst-ref = mst_ref.cli:main"]},
 )

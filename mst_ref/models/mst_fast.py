@@ -29,11 +29,10 @@ step and layer) and streaming the ``(T, ...)`` arrays through memory once per si
 
 Threads: BLAS and the Numba kernels take turns, and OpenBLAS's worker threads keep spinning for a while
 after each product, so parallel kernels would fight them for the cores (on two cores that halves the
-speed). So when OpenBLAS may use several threads (``OPENBLAS_NUM_THREADS`` unset or above 1) the
-kernels run on one thread during a pass; with ``OPENBLAS_NUM_THREADS=1`` they use Numba's threads.
+speed). So when BLAS runs several threads (its count now, read through threadpoolctl:
+:func:`mst_ref.threads.kernel_threads`) the kernels run on one thread during a pass; when BLAS runs one
+thread they use Numba's threads. :func:`mst_ref.threads.limit_threads` sets both.
 """
-
-import os
 
 import numba
 import numpy as np
@@ -42,9 +41,10 @@ from .. import kernels
 from ..attention import softmax_tables
 from ..layers import batch_norm, bn_affine, bn_params, head, layer_norm, patch_embed
 from ..merging import merge_tokens
+from ..threads import kernel_threads
 from ..windows import relative_position_bias, window_order
 
-__all__ = ["supports", "forward", "default_chunk", "kernel_threads"]
+__all__ = ["supports", "forward", "default_chunk"]
 
 _NONE = {}  # (ndim, dtype) -> a zero-size array, the kernels' "absent"
 
@@ -67,15 +67,6 @@ def default_chunk(config, batch_size, dtype, timesteps, budget_bytes=2**27):
     largest = max(max(s.resolution**2 * max(s.hidden, 3 * s.dim) * itemsize,
                       s.resolution**2 * s.window**2 * s.heads * 8) for s in config.stages)
     return int(max(1, min(timesteps, budget_bytes // (6 * batch_size * largest))))
-
-
-def kernel_threads():
-    """Threads the fused kernels use: 1 if OpenBLAS may run several threads, else Numba's setting."""
-    for var in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"):  # OpenBLAS's own order
-        value = os.environ.get(var, "").strip()
-        if value.isdigit() and int(value) > 0:
-            return numba.config.NUMBA_NUM_THREADS if int(value) == 1 else 1
-    return numba.config.NUMBA_NUM_THREADS if (os.cpu_count() or 1) == 1 else 1
 
 
 def _empty(ndim, dtype):

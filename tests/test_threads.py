@@ -1,0 +1,67 @@
+"""Thread control (mst_ref.threads): BLAS and Numba thread counts set and restored at run time, the default
+policy, and the fused path's choice of kernel threads. Speed is measured in benchmarks/bench_threads.py."""
+
+import numba
+import numpy as np
+import pytest
+
+from mst_ref import threads
+from mst_ref.models.mst import MST, MSTConfig
+
+
+def test_limit_threads_sets_and_restores_blas_and_numba():
+    blas0, numba0 = threads.blas_threads(), numba.get_num_threads()
+    with threads.limit_threads(1) as n:
+        assert n == 1
+        assert threads.blas_threads() == 1
+        assert numba.get_num_threads() == 1
+        assert threads.kernel_threads() == 1
+    assert (threads.blas_threads(), numba.get_num_threads()) == (blas0, numba0)
+
+
+def test_limit_threads_above_numba_pool_caps_numba_only():
+    big = numba.config.NUMBA_NUM_THREADS + 1
+    with threads.limit_threads(big):
+        assert threads.blas_threads() == big
+        assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
+        # BLAS may spin on the other cores: the fused kernels keep to one thread
+        assert threads.kernel_threads() == 1
+
+
+def test_limit_threads_restores_after_an_error():
+    blas0, numba0 = threads.blas_threads(), numba.get_num_threads()
+    with pytest.raises(RuntimeError):
+        with threads.limit_threads(1):
+            raise RuntimeError("inside")
+    assert (threads.blas_threads(), numba.get_num_threads()) == (blas0, numba0)
+
+
+def test_default_is_one_thread_unless_the_environment_says(monkeypatch):
+    monkeypatch.delenv("MST_REF_THREADS", raising=False)
+    assert threads.default_threads() == 1
+    monkeypatch.setenv("MST_REF_THREADS", "3")
+    assert threads.default_threads() == 3
+    with threads.limit_threads():
+        assert threads.blas_threads() == 3
+    monkeypatch.setenv("MST_REF_THREADS", "two")
+    with pytest.raises(ValueError, match="MST_REF_THREADS"):
+        threads.default_threads()
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_limit_threads_rejects_non_positive_integers(bad):
+    with pytest.raises(ValueError, match="positive integer"):
+        with threads.limit_threads(bad):
+            pass
+
+
+def test_fast_path_gives_the_same_logits_on_any_thread_count():
+    config = MSTConfig(img_size=16, patch_size=2, in_chans=1, num_classes=4, embed_dim=12, depths=(2,),
+                       num_heads=(2,), window_size=4)
+    model = MST.random(config, np.random.default_rng(0))
+    x = np.random.default_rng(1).standard_normal((2, 1, 16, 16)).astype(np.float32)
+    results = []
+    for n in (1, 2):
+        with threads.limit_threads(n):
+            results.append(model.snn_forward(x, 4).cumulative_logits)
+    np.testing.assert_array_equal(results[0], results[1])
