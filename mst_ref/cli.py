@@ -71,6 +71,34 @@ def cmd_selfcheck(args):
     return 0 if ok else 1
 
 
+# Commands that run long enough for threads to matter; each gets --threads (mst_ref.threads).
+LONG_COMMANDS = ("demo", "eval", "energy", "mask-sweep", "analyze", "rsm-table")
+
+
+def _add_threads_option(sub):
+    """Give every long command ``--threads N`` and run it inside :func:`mst_ref.threads.limit_threads`."""
+    from .threads import limit_threads
+
+    def positive(text):
+        if not text.isdigit() or int(text) < 1:
+            raise argparse.ArgumentTypeError(f"must be a positive integer, e.g. 2; got {text!r}")
+        return int(text)
+
+    def with_threads(func):
+        def run(args):
+            with limit_threads(args.threads):
+                return func(args)
+        return run
+
+    for name in LONG_COMMANDS:
+        p = sub.choices.get(name)
+        if p is not None:
+            p.add_argument("--threads", type=positive, default=None,
+                           help="threads for BLAS and the Numba kernels (default 1, or $MST_REF_THREADS); "
+                                "more helps only on idle cores")
+            p.set_defaults(func=with_threads(p.get_default("func")))
+
+
 def _build_parser():
     parser = argparse.ArgumentParser(
         prog="mst-ref",
@@ -93,6 +121,7 @@ def _build_parser():
     cli_energy.add_mask_sweep_parser(sub)
     cli_energy.add_energy_parser(sub)
     cli_analysis.add_analyze_parser(sub)
+    _add_threads_option(sub)  # last: after every command is registered
     return parser
 
 

@@ -65,3 +65,35 @@ def test_fast_path_gives_the_same_logits_on_any_thread_count():
         with threads.limit_threads(n):
             results.append(model.snn_forward(x, 4).cumulative_logits)
     np.testing.assert_array_equal(results[0], results[1])
+
+
+
+def test_every_long_command_has_the_threads_option():
+    from mst_ref import cli
+
+    parser = cli._build_parser()
+    sub = next(a for a in parser._actions if isinstance(getattr(a, "choices", None), dict))
+    present = [name for name in cli.LONG_COMMANDS if name in sub.choices]
+    assert {"demo", "eval", "energy", "mask-sweep", "analyze"} <= set(present)
+    for name in present:
+        assert any("--threads" in a.option_strings for a in sub.choices[name]._actions), name
+
+
+@pytest.mark.parametrize("argv, want", [(["run", "--threads", "1"], 1), (["run"], 1), (["run", "--threads", "2"], 2)])
+def test_threads_option_runs_the_command_inside_the_limit(argv, want, monkeypatch):
+    import argparse
+
+    from mst_ref import cli
+
+    monkeypatch.delenv("MST_REF_THREADS", raising=False)
+    monkeypatch.setattr(cli, "LONG_COMMANDS", ("run",))
+    seen = []
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    sub.add_parser("run").set_defaults(func=lambda args: seen.append(threads.blas_threads()) or 0)
+    cli._add_threads_option(sub)
+    args = parser.parse_args(argv)
+    assert args.func(args) == 0
+    assert seen == [want]
+    with pytest.raises(SystemExit):  # argparse rejects 0
+        parser.parse_args(["run", "--threads", "0"])
