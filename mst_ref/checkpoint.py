@@ -19,21 +19,29 @@ Every unreadable, damaged or refused file raises :class:`CheckpointError` (a Val
 """
 import collections
 import dataclasses
+import io
 import json
+import math
 import os
 import re
+import secrets
 import zipfile
 
 import numpy as np
 
 from mst_ref.safepickle import CheckpointError, brief
-from mst_ref.torchzip import FILE_ERRORS, bfloat16_to_float32, read_torch_checkpoint
+from mst_ref.torchzip import (FILE_ERRORS, MAX_ELEMENTS, Budget, bfloat16_to_float32, owned_copies, read_limit,
+                              read_member, read_torch_checkpoint)
 
 TORCH_SUFFIXES = (".pth", ".pt", ".tar", ".bin", ".ckpt")
 BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked", "relative_position_index",
                    "attn_mask")                       # state entries that are not trained parameters
 SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4",
                       "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}
+THRESHOLD_SUFFIXES = (".up", ".thresh")               # QCFS thresholds lambda: MST says up, the CNNs thresh
+INTEGER_SUFFIXES = ("relative_position_index", "num_batches_tracked")
+MAX_KEYS = 100_000                                    # Swin-B has about 500 keys, ResNet-18 about 130
+SAFE_NAME = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*")   # dotted names: no /, .., NUL or spaces
 
 
 def checkpoint_format(path):
@@ -67,10 +75,15 @@ def load_state_dict(path):
         raise FileNotFoundError(f"no checkpoint file at {os.fspath(path)}")
     kind = checkpoint_format(path)
     if kind == "npz":
-        return _read_npz(path)
-    if kind == "safetensors":
-        return _read_safetensors(path)
-    return _split_torch_checkpoint(read_torch_checkpoint(path), path)
+        state, meta = _read_npz(path)
+    elif kind == "safetensors":
+        state, meta = _read_safetensors(path)
+    else:
+        state, meta = _split_torch_checkpoint(read_torch_checkpoint(path), path)
+    if len(state) > MAX_KEYS:
+        raise CheckpointError(f"{os.fspath(path)} holds {len(state)} tensors; mst_ref refuses more than "
+                              f"{MAX_KEYS} (a model has hundreds)")
+    return state, meta
 
 
 def _split_torch_checkpoint(obj, path):
@@ -86,9 +99,15 @@ def _split_torch_checkpoint(obj, path):
     bad = [k for k, v in state.items() if type(k) is not str or not isinstance(v, np.ndarray)]
     if bad:
         raise CheckpointError(f"{path}: state dict entry {brief(bad[0])} is not a named tensor")
+    if len(state) > MAX_KEYS:
+        raise CheckpointError(f"{path}: the state dict holds {len(state)} tensors; mst_ref refuses more than "
+                              f"{MAX_KEYS} (a model has hundreds)")
     # DataParallel / DistributedDataParallel save every key as 'module.<key>'
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
+    # the tensors are read-only views of the file's storages: copy the model's, once, and no more
+    # than the file can hold (twice its read limit, for bfloat16 widened to float32, plus 64 MiB)
+    state = owned_copies(state, 2 * read_limit(path) + 2**26)
     meta = {"format": "torch"}
     meta.update({k: v for k, v in rest.items() if type(k) is str and not _holds_arrays(v)})
     return state, meta
@@ -100,20 +119,60 @@ def _holds_arrays(obj):
 
 
 def _read_npz(path):
+    """An .npz of .npy members (no pickles, nothing else), read as a stream under the file's budget."""
+    state, budget = {}, Budget(read_limit(path))
     try:
-        npz = np.load(path, allow_pickle=False)
-        if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise CheckpointError(f"{path} holds a single array; expected an .npz archive of named arrays")
-        with npz:
-            state = {name: npz[name] for name in npz.files}
-    except CheckpointError:
-        raise
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+            if len(infos) > MAX_KEYS + 1:
+                raise CheckpointError(f"{path} holds {len(infos)} members; mst_ref refuses more than {MAX_KEYS}")
+            for info in infos:
+                if not info.filename.endswith(".npy"):
+                    raise CheckpointError(f"{path}: member {info.filename[:100]!r} is not a .npy array; an "
+                                          "mst_ref .npz holds only .npy members (np.savez writes them)")
+                name = info.filename[: -len(".npy")]
+                if name in state:
+                    raise CheckpointError(f"{path}: member {info.filename[:100]!r} appears twice")
+                state[name] = _parse_npy(read_member(archive, info, read_limit(path), budget), name)
+    except CheckpointError as e:
+        raise e if str(e).startswith(os.fspath(path)) else CheckpointError(f"{os.fspath(path)}: {e}") from e
     except FILE_ERRORS as e:
-        raise CheckpointError(f"{path}: cannot read this .npz ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{path}: cannot read this .npz ({type(e).__name__}: {str(e)[:200]}); the file "
+                              "is corrupt or not an .npz archive") from e
     meta = {"format": "npz"}
     if "__config__" in state:
         meta["config"] = _parse_config(state.pop("__config__"), path)
     return state, meta
+
+
+def _parse_npy(raw, name):
+    """The bytes of one .npy member -> native-endian C-contiguous ndarray; refuses objects, complex
+    numbers and any member whose data is not exactly what its header declares."""
+    f = io.BytesIO(raw)
+    try:
+        version = np.lib.format.read_magic(f)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            raise CheckpointError(f"member {name[:100]}.npy is .npy version {version}; expected 1.0 or 2.0")
+        shape, fortran, dtype = read_header(f)
+    except CheckpointError:
+        raise
+    except (ValueError, SyntaxError, TypeError, EOFError) as e:
+        raise CheckpointError(f"member {name[:100]}.npy has no valid .npy header ({str(e)[:200]})") from e
+    text = name == "__config__" and dtype.kind == "U"
+    if dtype.hasobject or dtype.fields is not None or dtype.kind not in "biuf" and not text:
+        raise CheckpointError(f"member {name[:100]}.npy has dtype {str(dtype)[:60]}; mst_ref reads bool, "
+                              "integer and float arrays only")
+    if len(shape) > 32 or not all(type(n) is int and n >= 0 for n in shape):
+        raise CheckpointError(f"member {name[:100]}.npy has shape {str(shape)[:60]}; expected at most 32 "
+                              "non-negative ints")
+    count, data = math.prod(shape), memoryview(raw)[f.tell():]
+    if count > MAX_ELEMENTS or count * dtype.itemsize != len(data):
+        raise CheckpointError(f"member {name[:100]}.npy declares {count} {dtype} elements but holds "
+                              f"{len(data)} bytes of data; the file is corrupt")
+    array = np.frombuffer(data, dtype=dtype, count=count).reshape(shape, order="F" if fortran else "C")
+    return np.array(array, dtype=dtype.newbyteorder("="), order="C")
 
 
 def _parse_config(array, path):
@@ -127,8 +186,10 @@ def _parse_config(array, path):
             raise CheckpointError(f"{path}: __config__ must be uint8 JSON bytes or a 0-d string; "
                                   f"got {array.dtype} of shape {array.shape}")
         return json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise CheckpointError(f"{path}: __config__ is not valid UTF-8 JSON ({e})") from e
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:    # ValueError: also ints over 4300 digits
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: __config__ is not valid UTF-8 JSON ({str(e)[:200]})") from e
 
 
 def _import_safetensors(path):
@@ -158,7 +219,12 @@ def _read_safetensors(path):
     except CheckpointError:
         raise
     except (safetensors.SafetensorError, *FILE_ERRORS) as e:
-        raise CheckpointError(f"{path}: cannot read this .safetensors file ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{path}: cannot read this .safetensors file ({type(e).__name__}: "
+                              f"{str(e)[:200]})") from e
+    bad = [f"{name[:100]} ({value.dtype})" for name, value in state.items() if value.dtype.kind not in "biuf"]
+    if bad:
+        raise CheckpointError(f"{path}: tensors {', '.join(bad[:5])} are not bool, integer or float; "
+                              "mst_ref reads those only")
     return state, meta
 
 
@@ -175,14 +241,37 @@ def _decode_safetensor(name, spec):
 
 
 def _checked_arrays(state):
+    if len(state) > MAX_KEYS:
+        raise ValueError(f"state has {len(state)} entries; mst_ref writes at most {MAX_KEYS}")
     arrays = {}
     for name, value in state.items():
         if type(name) is not str or name == "__config__" or not isinstance(value, np.ndarray):
-            raise ValueError(f"state must map key names to ndarrays; got {name!r}: {type(value).__name__}")
+            raise ValueError(f"state must map key names to ndarrays; got {brief(name)}: {type(value).__name__}")
+        if not SAFE_NAME.fullmatch(name) or len(name) > 1000:
+            raise ValueError(f"key {name[:100]!r} is not a dotted name of letters, digits, _ and -; refusing "
+                             "to write it (it could name a path outside the archive)")
         if value.dtype.kind not in "biuf":
             raise ValueError(f"{name} has dtype {value.dtype}; only bool, integer and float arrays are saved")
         arrays[name] = value if value.flags.c_contiguous else value.copy(order="C")   # keeps 0-d as 0-d
     return arrays
+
+
+def _write_atomically(path, write, check=None):
+    """Call ``write(tmp)`` on a new file beside ``path`` (created with mode 0666 less the umask), then
+    ``check(tmp)``, then rename it to ``path``: a failure leaves no partial output behind."""
+    path = os.fspath(path)
+    folder, base = os.path.split(os.path.abspath(path))
+    suffix = ".safetensors" if base.lower().endswith(".safetensors") else ".npz"
+    tmp = os.path.join(folder, f".{base}.{secrets.token_hex(4)}.tmp{suffix}")
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    try:
+        write(tmp)
+        if check is not None:
+            check(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def _to_json(config):
@@ -192,26 +281,60 @@ def _to_json(config):
     return json.dumps(config, default=fallback, sort_keys=True)
 
 
-def save_npz(path, state, config=None):
+def save_npz(path, state, config=None, check=None):
     """Write ``state`` (``config`` as JSON under ``__config__``) as an uncompressed .npz, no pickles.
 
-    The archive is written as ``np.savez`` does, but under exactly the given name."""
+    The archive is written as ``np.savez`` does, but under exactly the given name, through a temporary
+    file renamed into place once written (and once ``check(tmp)`` returns, when given). Keys must be
+    dotted names (letters, digits, ``_``, ``-``): no path can be smuggled into the archive."""
     arrays = _checked_arrays(state)
     if config is not None:
         arrays["__config__"] = np.frombuffer(_to_json(config).encode("utf-8"), dtype=np.uint8)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for name, array in arrays.items():
-            with archive.open(name + ".npy", "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, array, allow_pickle=False)
+
+    def write(tmp):
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for name, array in arrays.items():
+                with archive.open(name + ".npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, array, allow_pickle=False)
+    _write_atomically(path, write, check)
 
 
-def save_safetensors(path, state, config=None):
-    """Write ``state`` as .safetensors, ``config`` as JSON in the metadata (``pip install safetensors``)."""
+def save_safetensors(path, state, config=None, check=None):
+    """Write ``state`` as .safetensors, ``config`` as JSON in the metadata (``pip install safetensors``),
+    through a temporary file renamed into place, as :func:`save_npz` does."""
     safetensors = _import_safetensors(path)
     metadata = {"format": "mst_ref"}
     if config is not None:
         metadata["config"] = _to_json(config)
-    safetensors.numpy.save_file(_checked_arrays(state), os.fspath(path), metadata=metadata)
+    arrays = _checked_arrays(state)
+    _write_atomically(path, lambda tmp: safetensors.numpy.save_file(arrays, tmp, metadata=metadata), check)
+
+
+def convert_checkpoint(source, target, overwrite=False):
+    """Read ``source`` (any supported format) and write ``target`` (.npz or .safetensors, from its
+    suffix), keeping the config. The output is read back with its own reader before it is renamed
+    into place, and must hold the same arrays. Returns ``(state, meta)`` of ``source``."""
+    target = os.fspath(target)
+    if not target.lower().endswith((".npz", ".safetensors")):
+        raise CheckpointError(f"the output must end in .npz or .safetensors; got {target}")
+    if os.path.exists(target) and not overwrite:
+        raise CheckpointError(f"{target} exists; pass --force to overwrite it")
+    state, meta = load_state_dict(source)
+
+    def check(tmp):
+        back, _ = load_state_dict(tmp)
+        same = list(back) == list(state) and all(
+            back[k].dtype == v.dtype and back[k].shape == v.shape and back[k].tobytes() == v.tobytes()
+            for k, v in state.items())
+        if not same:
+            raise CheckpointError(f"{target}: the written file does not read back as the arrays of {source}")
+
+    save = save_npz if target.lower().endswith(".npz") else save_safetensors
+    try:
+        save(target, state, meta.get("config"), check=check)
+    except ValueError as e:                   # keys that are not safe names, too many keys
+        raise e if isinstance(e, CheckpointError) else CheckpointError(f"{source}: {e}") from e
+    return state, meta
 
 
 def _lookup(config, *keys):
@@ -251,6 +374,49 @@ def config_qcfs_levels(config, default=16):
     return levels if _positive_int(levels) else default
 
 
+def validate_state(state):
+    """Problems with the values of a state dict that any model family depends on; [] if none.
+
+    Thresholds (keys ending in ``.up`` or ``.thresh``, the QCFS lambda) must be float, non-empty,
+    finite and positive (an IF neuron divides by lambda and fires against it); every float array
+    finite; ``running_var`` non-negative (BatchNorm takes its square root); index buffers
+    (``relative_position_index``, ``num_batches_tracked``) integers.
+
+    Parameters
+    ----------
+    state : dict of {str: ndarray}
+
+    Returns
+    -------
+    problems : list of str
+        One line per problem key, naming it and what was expected.
+    """
+    problems = []
+    for key, value in state.items():
+        kind = value.dtype.kind
+        if key.endswith(THRESHOLD_SUFFIXES):
+            if kind != "f" or value.size == 0:
+                problems.append(f"{key}: a threshold must be a non-empty float array; got {value.dtype} "
+                                f"of shape {value.shape}")
+            elif not (np.isfinite(value).all() and (value > 0).all()):
+                problems.append(f"{key}: thresholds must be positive and finite; got min {value.min()!r}, "
+                                f"max {value.max()!r}")
+        elif kind == "f" and not np.isfinite(value).all():
+            problems.append(f"{key}: holds {int(np.size(value) - np.isfinite(value).sum())} NaN or inf values")
+        if key.endswith("running_var") and kind == "f" and (value < 0).any():
+            problems.append(f"{key}: a BatchNorm variance must be non-negative; got min {value.min()!r}")
+        if key.endswith(INTEGER_SUFFIXES) and kind not in "iu":
+            problems.append(f"{key}: an index buffer must hold integers; got {value.dtype}")
+    return problems
+
+
+def _refuse(path, problems):
+    """One CheckpointError listing every problem (the first 50, and how many more)."""
+    more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+    raise CheckpointError(f"{os.fspath(path)}: the checkpoint cannot be loaded ({len(problems)} problems):\n  "
+                          + "\n  ".join(problems[:50]) + more)
+
+
 def load_checkpoint(path, img_size=None, dtype=np.float32):
     """Load a checkpoint into an :class:`mst_ref.models.mst.MST`.
 
@@ -261,9 +427,19 @@ def load_checkpoint(path, img_size=None, dtype=np.float32):
     ``model.trained_mask_ratio`` and ``model.config.mask_ratio``.
     """
     from mst_ref.models.mst import MST      # imported here: the model module does not depend on this one
+    from mst_ref.models.mst_layout import infer_config, state_problems
 
     state, meta = load_state_dict(path)
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    # every problem at once, before a model is built: values (any family), then the MST layout
+    problems = validate_state(state)
+    try:
+        arch = infer_config(state, img_size or config_img_size(config), config_qcfs_levels(config))
+        problems += state_problems(state, arch)
+    except ValueError as e:
+        problems.append(str(e))
+    if problems:
+        _refuse(path, problems)
     model = MST.from_state_dict(state, img_size=img_size or config_img_size(config), dtype=dtype,
                                 qcfs_levels=config_qcfs_levels(config))
     ratio = config_mask_ratio(config)
@@ -278,14 +454,15 @@ def describe_checkpoint(path, img_size=None):
     """Summary of a checkpoint for ``mst-ref inspect``: a JSON-friendly dict; no model is built.
 
     The architecture is :func:`mst_ref.models.mst_layout.infer_config` of the shapes (None, with the reason
-    under ``architecture_error``, when the state dict is not an MST one).
+    under ``architecture_error``, when the state dict is not an MST one); ``problems`` lists what
+    :func:`validate_state` finds wrong with the values.
     """
     from mst_ref.models.mst_layout import infer_config, site_names
 
     state, meta = load_state_dict(path)
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     thresholds = {k[: -len(".up")]: float(v.reshape(-1)[0]) for k, v in state.items()
-                  if k.endswith(".up") and v.size == 1}
+                  if k.endswith(".up") and v.size == 1 and v.dtype.kind in "biuf"}
     dtypes = dict(collections.Counter(str(v.dtype) for v in state.values()))
     try:
         arch = infer_config(state, img_size or config_img_size(config), config_qcfs_levels(config))
@@ -302,6 +479,7 @@ def describe_checkpoint(path, img_size=None):
         "num_thresholds": len(thresholds), "thresholds": thresholds, "dtypes": dtypes,
         "mlp_variant": "imagenet" if any(".mlp.norm1." in k for k in state) else "no MLP BatchNorm",
         "mask_ratio": config_mask_ratio(config), "architecture": architecture, "architecture_error": error,
+        "problems": validate_state(state),
         "config": meta.get("config"),
         "meta": {k: v for k, v in meta.items() if k not in ("config", "format")},
     }

@@ -7,7 +7,7 @@ a state dict, and the image size too when a shifted-window block stores its ``at
 
 This module holds that bookkeeping, so that :mod:`mst_ref.models.mst` only assembles the forward pass:
 :class:`MSTConfig`, :func:`site_names`, :func:`expected_shapes`, :func:`infer_config`,
-:func:`check_state` and :func:`random_state_dict` (random weights in the official layout, for tests,
+:func:`check_state` / :func:`state_problems` and :func:`random_state_dict` (random weights in the official layout, for tests,
 tutorials and benchmarks).
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 from ..windows import relative_position_index, shift_attention_mask
 
 __all__ = ["MSTConfig", "Stage", "site_names", "expected_shapes", "infer_config", "check_state",
-           "random_state_dict"]
+           "state_problems", "random_state_dict"]
 
 
 class Stage(NamedTuple):
@@ -76,6 +76,9 @@ class MSTConfig:
             raise ValueError(f"img_size {self.img_size} must be a multiple of patch_size {self.patch_size}")
         for i, s in enumerate(self.stages):
             last = i == len(self.depths) - 1
+            if s.resolution < 1:
+                raise ValueError(f"stage {i} has no tokens: img_size {self.img_size} / patch_size "
+                                 f"{self.patch_size} / 2**{i} < 1; use fewer stages or larger images")
             if s.resolution % s.window or (not last and s.resolution % 2) or s.dim % s.heads or s.hidden < 1:
                 raise ValueError(f"stage {i} does not fit: {s.resolution}x{s.resolution} tokens must split "
                                  f"into {s.window}x{s.window} windows (and halve if not the last stage), "
@@ -211,6 +214,11 @@ def infer_config(state, img_size=None, qcfs_levels=16):
     -------
     config : MSTConfig
 
+    Raises
+    ------
+    ValueError
+        Naming the key whose shape does not fit, for any state dict (degenerate shapes included).
+
     Notes
     -----
     embed_dim, in_chans and the patch size come from ``patch_embed.proj.weight``; depths from counting
@@ -218,28 +226,41 @@ def infer_config(state, img_size=None, qcfs_levels=16):
     columns); mlp_ratio from ``mlp.fc1.weight``; num_classes from ``head.weight``; the MLP variant from
     ``mlp.norm1`` keys. The image size from a shifted block: its ``attn_mask`` has nW = (H / Ws)^2
     windows, so H = Ws sqrt(nW) and img_size = H 2^i patch; or from a stage whose window is smaller
-    than stage 0's (then Ws = H). Shapes are only read here; :func:`check_state` checks them all.
+    than stage 0's (then Ws = H). Block indices must run 0, 1, ..., n - 1 in every stage, and stage i
+    must hold ``qkv.weight`` of shape (3 C_i, C_i) with C_i = embed_dim 2^i, so the depths and the number
+    of stages are bounded by the keys and shapes present. Shapes are only read here;
+    :func:`check_state` checks them all.
     """
 
-    def shape(key):
+    def shape(key, ndim):
         if key not in state:
             raise ValueError(f"cannot read the architecture off this state dict: it has no {key!r} "
                              f"(an official MST state dict is expected; its keys start {sorted(state)[:4]})")
-        return np.shape(state[key])
+        dims = np.shape(state[key])
+        if len(dims) != ndim or not all(n > 0 for n in dims):
+            raise ValueError(f"{key} must have {ndim} positive dimensions; got shape {dims}")
+        return dims
 
-    w = shape("patch_embed.proj.weight")
-    if len(w) != 4 or w[2] != w[3]:
-        raise ValueError(f"patch_embed.proj.weight must be (C, in_chans, p, p); got {w}")
-    embed_dim, in_chans, patch = w[0], w[1], w[2]
+    embed_dim, in_chans, patch, side = shape("patch_embed.proj.weight", 4)
+    if patch != side:
+        raise ValueError(f"patch_embed.proj.weight must be (C, in_chans, p, p); got {(embed_dim, in_chans, patch, side)}")
     blocks = {}
     for key in state:
-        m = re.match(r"layers\.(\d+)\.blocks\.(\d+)\.", key)
+        m = re.match(r"layers\.(\d{1,9})\.blocks\.(\d{1,9})\.", key)
         if m:
             blocks.setdefault(int(m[1]), set()).add(int(m[2]))
     if not blocks or sorted(blocks) != list(range(len(blocks))):
-        raise ValueError(f"the state dict's stages must be layers.0, layers.1, ...; found {sorted(blocks)}")
-    depths = [max(blocks[i]) + 1 for i in range(len(blocks))]
-    tables = [shape(f"layers.{i}.blocks.0.attn.relative_position_bias_table") for i in range(len(depths))]
+        raise ValueError(f"the state dict's stages must be layers.0, layers.1, ...; found {sorted(blocks)[:10]}")
+    for i in range(len(blocks)):
+        if sorted(blocks[i]) != list(range(len(blocks[i]))):
+            raise ValueError(f"the blocks of stage {i} must be layers.{i}.blocks.0, 1, ...; found "
+                             f"{sorted(blocks[i])[:10]}{' ...' if len(blocks[i]) > 10 else ''}")
+        dim = embed_dim * 2**i
+        if shape(f"layers.{i}.blocks.0.attn.qkv.weight", 2) != (3 * dim, dim):
+            raise ValueError(f"layers.{i}.blocks.0.attn.qkv.weight must be (3 C, C) with C = {dim} "
+                             f"(embed_dim * 2**{i}); got {np.shape(state[f'layers.{i}.blocks.0.attn.qkv.weight'])}")
+    depths = [len(blocks[i]) for i in range(len(blocks))]
+    tables = [shape(f"layers.{i}.blocks.0.attn.relative_position_bias_table", 2) for i in range(len(depths))]
     windows = [_window_of_table(t[0], f"layers.{i}.blocks.0.attn.relative_position_bias_table")
                for i, t in enumerate(tables)]
 
@@ -247,7 +268,7 @@ def infer_config(state, img_size=None, qcfs_levels=16):
     for i, depth in enumerate(depths):
         for j in range(depth):
             if found is None and f"layers.{i}.blocks.{j}.attn_mask" in state:
-                n_windows = shape(f"layers.{i}.blocks.{j}.attn_mask")[0]
+                n_windows = shape(f"layers.{i}.blocks.{j}.attn_mask", 3)[0]
                 found = math.isqrt(n_windows) * windows[i] * 2**i * patch
         if found is None and windows[i] < windows[0]:
             found = windows[i] * 2**i * patch  # a window smaller than stage 0's is the whole grid
@@ -259,20 +280,23 @@ def infer_config(state, img_size=None, qcfs_levels=16):
                          f"imply img_size={found}")
     return MSTConfig(
         img_size=img_size if img_size is not None else found, patch_size=patch, in_chans=in_chans,
-        num_classes=shape("head.weight")[0], embed_dim=embed_dim, depths=tuple(depths),
-        num_heads=tuple(t[1] if len(t) == 2 else 0 for t in tables), window_size=windows[0],
-        mlp_ratio=shape("layers.0.blocks.0.mlp.fc1.weight")[0] / embed_dim,
+        num_classes=shape("head.weight", 2)[0], embed_dim=embed_dim, depths=tuple(depths),
+        num_heads=tuple(t[1] for t in tables), window_size=windows[0],
+        mlp_ratio=shape("layers.0.blocks.0.mlp.fc1.weight", 2)[0] / embed_dim,
         mlp_norm=any(".mlp.norm1." in k for k in state), qcfs_levels=qcfs_levels,
         qkv_bias="layers.0.blocks.0.attn.qkv.bias" in state)
 
 
-def check_state(state, config):
-    """Check every key, shape and dtype of a state dict against the layout of ``config``.
+def state_problems(state, config):
+    """Every way a state dict does not fit the layout of ``config``; [] if it fits.
 
-    Raises
-    ------
-    ValueError
-        Listing all missing, unexpected, mis-shaped and mistyped keys at once.
+    Missing, unexpected, mis-shaped and mistyped keys, and ``relative_position_index`` entries outside
+    [0, (2 Ws - 1)^2) (the rows of the bias table they index: a negative one would wrap silently).
+
+    Returns
+    -------
+    problems : list of str
+        One line per kind of problem, listing the keys.
     """
     expected = expected_shapes(config)
     missing = [k for k in expected if k not in state]
@@ -282,11 +306,30 @@ def check_state(state, config):
     integer = ("relative_position_index", "num_batches_tracked")
     mistyped = [f"{k}: {np.asarray(v).dtype}" for k, v in state.items() if k in expected and
                 np.asarray(v).dtype.kind not in ("iu" if k.endswith(integer) else "fiu")]
+    out_of_range = []
+    for k, v in state.items():
+        if k.endswith(".relative_position_index") and k in expected and np.shape(v) == expected[k] and \
+                np.asarray(v).dtype.kind in "iu" and np.size(v):
+            rows = expected[k.replace("relative_position_index", "relative_position_bias_table")][0]
+            if np.min(v) < 0 or np.max(v) >= rows:
+                out_of_range.append(f"{k}: values in [{np.min(v)}, {np.max(v)}], expected [0, {rows - 1}]")
     problems = {"missing keys": missing, "unexpected keys": unexpected, "mis-shaped keys": misshaped,
-                "non-numeric keys": mistyped}
-    lines = [f"  {title} ({len(items)}): {', '.join(items)}" for title, items in problems.items() if items]
-    if lines:
-        raise ValueError(f"state dict does not match the MST layout of {config}:\n" + "\n".join(lines))
+                "non-numeric keys": mistyped, "index buffers out of range": out_of_range}
+    return [f"{title} ({len(items)}): {', '.join(items[:20])}{' ...' if len(items) > 20 else ''}"
+            for title, items in problems.items() if items]
+
+
+def check_state(state, config):
+    """Check every key, shape, dtype and index buffer of a state dict against the layout of ``config``.
+
+    Raises
+    ------
+    ValueError
+        Listing all problems of :func:`state_problems` at once.
+    """
+    problems = state_problems(state, config)
+    if problems:
+        raise ValueError(f"state dict does not match the MST layout of {config}:\n  " + "\n  ".join(problems))
 
 
 def random_state_dict(config, rng, dtype=np.float32):
