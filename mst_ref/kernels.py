@@ -8,6 +8,7 @@ NumPy version bit for bit, once compiled and once more as plain Python with ``NU
 kernel                         readable twin
 =============================  ==================================================================
 :func:`if_scan`                :func:`mst_ref.neurons.if_neuron_reference`
+:func:`multilevel_scan`        :func:`mst_ref.neurons.multilevel_neuron_reference`
 :func:`site_scan`              :func:`mst_ref.neurons.site_scan_reference`
 :func:`window_attention_scan`  :func:`mst_ref.attention.window_attention_scan_reference`
 =============================  ==================================================================
@@ -29,7 +30,7 @@ import numba
 import numpy as np
 from numba import prange
 
-__all__ = ["njit", "if_scan", "site_scan", "window_attention_scan"]
+__all__ = ["njit", "if_scan", "multilevel_scan", "site_scan", "window_attention_scan"]
 
 njit = partial(numba.njit, cache=True, nogil=True)
 
@@ -93,6 +94,79 @@ def if_scan(x, threshold, v):
         v[lo:hi] = v_b
     return out
 
+
+
+@njit(parallel=True)
+def multilevel_scan(x, threshold, max_spikes, signed, clamp_first, v, n):
+    """Signed and burst neurons over the time axis: the Numba twin of
+    :func:`mst_ref.neurons.multilevel_neuron_reference` (same signature, same numbers bit for bit).
+
+    Parameters
+    ----------
+    x : (T, M) C-contiguous ndarray of float32 or float64
+        Input current of M neurons over T steps.
+    threshold : float
+        lambda; cast to ``x.dtype``. Positive and finite (not checked here).
+    max_spikes : int
+        K >= 1: at most K spikes of lambda / K per step.
+    signed : bool
+        Whether negative spikes are allowed (never more than the neuron's net count so far).
+    clamp_first : bool
+        Round as :func:`mst_ref.qcfs.qcfs_clamp_first` (True) or as :func:`mst_ref.qcfs.qcfs` (False).
+    v : (M,) C-contiguous ndarray, same dtype as x
+        Residual membranes before step 1 (0 at the start); updated in place.
+    n : (M,) int64 ndarray, or empty when not signed
+        Net spikes emitted so far (0 at the start); updated in place.
+
+    Returns
+    -------
+    out : (T, M) ndarray, same dtype as x
+        k lambda / K at each step, k an integer in [-K, K].
+
+    Notes
+    -----
+    .. math:: u = v + x_t ;\\quad k_t = \\mathrm{clip}(\\lfloor u K / \\lambda + 1/2 \\rfloor, lo, K) ;
+              \\quad \\mathrm{out}_t = (k_t / K)\\, \\lambda ;\\quad v \\leftarrow u - \\mathrm{out}_t ;
+              \\quad n \\leftarrow n + k_t
+
+    with lo = -min(K, n) for a signed neuron and 0 otherwise (``clamp_first``:
+    :math:`k_t = \\lfloor \\mathrm{clip}(u / \\lambda, -1 \\text{ or } 0, 1) K + 1/2 \\rfloor`, then
+    :math:`k_t \\ge -n`). Parallel over blocks of neurons, as :func:`if_scan`.
+    """
+    T, M = x.shape
+    out = np.empty_like(x)  # (T, M)
+    # lambda, K, 1/2 and the lower clip of u / lambda in x's dtype, so float32 rounds in float32
+    consts = np.empty(4, dtype=x.dtype)
+    consts[0] = threshold
+    consts[1] = max_spikes
+    consts[2] = 0.5
+    consts[3] = -1.0 if signed else 0.0
+    lam, K, half, lo_ratio = consts[0], consts[1], consts[2], consts[3]
+    one = lam / lam
+    n_blocks = (M + _BLOCK - 1) // _BLOCK
+    for b in prange(n_blocks):
+        lo = b * _BLOCK
+        hi = min(lo + _BLOCK, M)
+        neg_n = np.empty(1, dtype=x.dtype)  # -n cast to x's dtype
+        for t in range(T):
+            for m in range(lo, hi):
+                # u = v + x_t
+                u = v[m] + x[t, m]
+                # k = clip(floor(u K / lambda + 1/2), lo, K)
+                if clamp_first:
+                    k = np.floor(min(max(u / lam, lo_ratio), one) * K + half)
+                else:
+                    k = min(max(np.floor(u * K / lam + half), lo_ratio * K), K)
+                if signed:
+                    # a negative spike only takes back an earlier positive one: k >= -n
+                    neg_n[0] = -n[m]
+                    k = max(k, neg_n[0])
+                    n[m] += np.int64(k)
+                # out = (k / K) lambda ; v <- u - out
+                o = k / K * lam
+                out[t, m] = o
+                v[m] = u - o
+    return out
 
 # Rows of (R, C) work per parallel item of site_scan: about 16K elements, so that each item's membranes
 # stay in L1/L2 while the scan walks over t.

@@ -20,6 +20,13 @@ the SNN counts its spikes per step. State that must survive from one call to the
 potentials, running sums of the compensation) lives in ``Mode.state``, keyed by site or op name, so a
 run can be split into time chunks, or single steps, and give the same numbers.
 
+Neurons. ``Mode.neuron`` chooses the SNN's neuron at every site: ``"if"`` (the published IF neuron, the
+default) or a neuron for fewer time steps, ``"signed"``, ``"burst"`` (up to ``burst_max`` spikes of
+lambda / K per step, K = ``burst_max``, default L) or ``"signed-burst"`` (:mod:`mst_ref.neurons`). Their
+energy is counted honestly: a burst of k spikes is k synaptic events, a negative spike is one, and in a
+product of two spike trains a pair of bursts of a and b spikes is a b events (:func:`event_pairs`).
+Every neuron works with both compensations: the analog ops only see the sites' outputs.
+
 Expectation compensation (ECMT-style, not in the published code): for an op f fed with the running sum
 X_t of its inputs, emit the increment of t f(X_t / t),
 
@@ -38,11 +45,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .masking import SpikeMasker
-from .neurons import if_neuron
-from .qcfs import clip_activation, qcfs
+from .neurons import NEURONS, if_neuron, multilevel_neuron, neuron_kind
+from .qcfs import clip_activation, qcfs, qcfs_clamp_first
 
 __all__ = ["COMPENSATIONS", "Carry", "Mode", "running_sum", "expectation_op", "expectation_product",
-           "nonzero_pairs"]
+           "nonzero_pairs", "event_pairs", "NEURONS"]
 
 COMPENSATIONS = ("none", "expectation")
 
@@ -205,6 +212,33 @@ def nonzero_pairs(a, b):
     return (na * nb).reshape(a.shape[0], -1).sum(axis=1)  # (T,)
 
 
+def event_pairs(ea, eb):
+    """Per step, the synaptic events of ``a @ b`` from the events of each operand (for energy accounting).
+
+    Parameters
+    ----------
+    ea : (T, ..., n, k) int ndarray
+        Spikes of each element of a at each step (1 for an analog nonzero value; a burst of j spikes
+        is j, a negative spike 1).
+    eb : (T, ..., k, m) int ndarray
+
+    Returns
+    -------
+    pairs : (T,) int64 ndarray
+
+    Notes
+    -----
+    .. math:: \\mathrm{pairs}_t = \\sum_{\\ldots, k} \\Big(\\sum_n e^a_t[\\ldots, n, k]\\Big)
+              \\Big(\\sum_m e^b_t[\\ldots, k, m]\\Big)
+
+    each spike of a meeting each spike of b is one accumulate; for 0/1 events this is
+    :func:`nonzero_pairs`.
+    """
+    na = ea.sum(axis=-2, dtype=np.int64)  # (T, ..., k)
+    nb = eb.sum(axis=-1, dtype=np.int64)  # (T, ..., k)
+    return (na * nb).reshape(ea.shape[0], -1).sum(axis=1)  # (T,)
+
+
 @dataclass
 class Mode:
     """The meaning of the activation sites and analog ops during a forward pass.
@@ -241,6 +275,12 @@ class Mode:
         ANN: the QCFS of the model family, ``f(x, threshold, levels)`` (:func:`mst_ref.qcfs.qcfs` for MST,
         :func:`mst_ref.qcfs.qcfs_clamp_first` for the QCFS CNNs: the same function, each family's own
         order of floating-point operations).
+    neuron : {"if", "signed", "burst", "signed-burst"}
+        SNN: the neuron at every site (:mod:`mst_ref.neurons`); "if" is the published one. Only "if" runs
+        on the fused kernels (:func:`mst_ref.models.mst_fast.supports`).
+    burst_max : int or None
+        K of the burst neurons: at most K spikes of lambda / K per step (None: L, so that at T = 1 the
+        burst neuron is the ANN's QCFS). Refused for "if" and "signed" (one spike per step).
     fast : bool
         SNN without compensation: run :meth:`mst_ref.models.mst.MST.forward` through the fused kernels of
         :mod:`mst_ref.models.mst_fast` (same numbers within float rounding, same state, records and counts).
@@ -262,10 +302,26 @@ class Mode:
     product_pairs: dict = field(default_factory=dict)
     fast: bool = True
     quantizer: object = qcfs
+    neuron: str = "if"
+    burst_max: object = None
+    _units: dict = field(default_factory=dict, repr=False)  # signed / burst site -> output of one spike
+    _recent: list = field(default_factory=list, repr=False)  # last outputs of such sites, with their unit
 
     def __post_init__(self):
         if self.compensation not in COMPENSATIONS:
             raise ValueError(f"compensation must be one of {COMPENSATIONS}; got {self.compensation!r}")
+        if self.neuron not in NEURONS:
+            raise ValueError(f"neuron must be one of {NEURONS}; got {self.neuron!r}")
+        if self.neuron == "if" and self.burst_max is not None:
+            raise ValueError(f"burst_max applies to the burst neurons ('burst', 'signed-burst'); got "
+                             f"burst_max={self.burst_max!r} with neuron='if'")
+        if self.neuron != "if":
+            neuron_kind(self.neuron, self.levels, self.burst_max)  # checks burst_max
+
+    @property
+    def max_spikes(self):
+        """K: spikes a neuron may emit in one step (1 for "if" and "signed")."""
+        return 1 if self.neuron == "if" else neuron_kind(self.neuron, self.levels, self.burst_max)[0]
 
     def enter_time(self, x):
         """Give the (static) input its time axis: the image is fed unchanged at every step.
@@ -297,10 +353,13 @@ class Mode:
         -----
         ANN: :math:`y = \\lambda\\, \\mathrm{clip}(\\lfloor x L / \\lambda + 1/2 \\rfloor / L, 0, 1)`.
         SNN: :math:`v \\leftarrow v + x_t;\\; s_t = [v \\ge \\lambda];\\; v \\leftarrow v - s_t \\lambda`,
-        with v kept in ``state[name]`` (lambda / 2 before the first step).
+        with v kept in ``state[name]`` (lambda / 2 before the first step). Other neurons (``neuron``):
+        :func:`mst_ref.neurons.multilevel_neuron`, with ``state[name] = (v, n)``.
         """
         if not self.spiking:
             y = self.quantizer(x, threshold, self.levels) if self.quantize else clip_activation(x, threshold)
+        elif self.neuron != "if":
+            y = self._multilevel_site(name, x, threshold)  # (T, ...) signed / burst neurons
         else:
             v = self.state.get(name)
             if v is None:
@@ -310,6 +369,47 @@ class Mode:
         y = self.masker(name, y)
         self._observe(name, y)
         return y
+
+    def _multilevel_site(self, name, x, threshold):
+        """SNN site of a signed / burst neuron: the scan, state (v, n) carried in ``state[name]``."""
+        if f"{name}.membrane" in self.record:
+            raise ValueError(f"{name}.membrane: membrane potentials are recorded for the IF neuron only; "
+                             f"got neuron={self.neuron!r}")
+        K, signed = neuron_kind(self.neuron, self.levels, self.burst_max)
+        if name not in self.state:
+            # v = 0, n = 0 (the pre-charge is the + 1/2 inside the neuron's floor)
+            self.state[name] = (np.zeros(x.shape[1:], x.dtype), np.zeros(x.shape[1:] if signed else 0, np.int64))
+        v, n = self.state[name]
+        p = self.masker.ratios.get(name, 0.0)
+        gain = 1.0 / (1.0 - p) if self.masker.rescale and 0.0 < p < 1.0 else 1.0
+        # one spike: lambda / K (x 1 / (1 - p) when RSM rescales)
+        self._units[name] = float(x.dtype.type(threshold[0])) / K * gain
+        return multilevel_neuron(x, threshold, K, signed, v, n, self.quantizer is qcfs_clamp_first, check=False)
+
+    def spike_events(self, name, y):
+        """Spikes per neuron and step of a signed / burst site's (masked) outputs ``y``: ``|y| / unit``.
+
+        Parameters
+        ----------
+        name : str
+        y : (T, ...) ndarray
+            The site's outputs after RSM: k lambda / K, times 1 / (1 - p) with rescaled RSM.
+
+        Returns
+        -------
+        events : (T, ...) int64 ndarray
+            |k|: a burst of k spikes is k events, a negative spike one.
+        """
+        # |k| = |y| / (lambda / K), rounded to the nearest integer
+        return np.rint(np.abs(y) / self._units[name]).astype(np.int64)  # (T, ...)
+
+    def _operand_events(self, x):
+        """Events of a product operand: |x| / unit for a signed / burst site's output, else [x != 0]."""
+        for y, unit in self._recent:
+            if np.may_share_memory(x, y):
+                return np.rint(np.abs(x) / unit).astype(np.int64)
+        tiny = np.finfo(x.dtype).tiny if x.dtype.kind == "f" else 1
+        return (np.abs(x) >= tiny).astype(np.int64)  # subnormal values count as zero, as in nonzero_pairs
 
     def _observe(self, name, y):
         """Keep the outputs of recorded sites; count the spikes of every SNN site."""
@@ -358,6 +458,12 @@ class Mode:
         y, self.state[name] = expectation_op(f, x, self.state.get(name, Carry()))
         return y
 
+    def _pairs(self, a, b):
+        """Events of ``a @ b`` per step: nonzero pairs (IF), or spike-weighted pairs (:func:`event_pairs`)."""
+        if self.neuron == "if":
+            return nonzero_pairs(a, b)
+        return event_pairs(self._operand_events(a), self._operand_events(b))
+
     def product(self, name, a, b):
         """A product of two activations (q k^T, p v): a @ b per step, or its expectation form.
 
@@ -373,7 +479,7 @@ class Mode:
         y : (..., n, m) ndarray
         """
         if self.spiking:  # energy accounting: count the multiplies that meet two nonzero operands
-            self.product_pairs.setdefault(name, []).append(nonzero_pairs(a, b))
+            self.product_pairs.setdefault(name, []).append(self._pairs(a, b))
         if not (self.spiking and self.compensation == "expectation"):
             return a @ b  # (..., n, m)
         y, self.state[name] = expectation_product(a, b, self.state.get(name, Carry()))

@@ -150,8 +150,9 @@ class SpikingNetwork:
         return logits, {name: mode.records[name][0] for name in self.site_names if name in mode.record}
 
     def snn_forward(self, images, timesteps, mask_ratio=0.0, rng=None, record=None, chunk=None,
-                    compensation="none", mask_sites="published", mask_rescale=False, fast=True):
-        """The SNN: IF neurons, the image fed unchanged at every step (direct coding).
+                    compensation="none", mask_sites="published", mask_rescale=False, fast=True, neuron="if",
+                    burst_max=None):
+        """The SNN: IF neurons (or another ``neuron``), the image fed unchanged at every step (direct coding).
 
         Parameters
         ----------
@@ -170,6 +171,12 @@ class SpikingNetwork:
             no analog op, so both are the same for it.
         fast : bool
             Run through the family's fused kernels where it has them, or one NumPy op at a time.
+        neuron : {"if", "signed", "burst", "signed-burst"}
+            The neuron at every site (:mod:`mst_ref.neurons`): the published IF neuron, or one for fewer
+            time steps (signed: takes back over-firing with negative spikes; burst: up to ``burst_max``
+            spikes of lambda / K per step). Only "if" runs on fused kernels.
+        burst_max : int or None
+            K of the burst neurons (None: the model's L; then a burst SNN at T = 1 is its ANN).
 
         Returns
         -------
@@ -177,17 +184,19 @@ class SpikingNetwork:
             :class:`mst_ref.simulate.SNNResult`.
         """
         timesteps = check_timesteps(timesteps, "timesteps")
-        sim = self.step_simulator(images, mask_ratio, rng, compensation, record, mask_sites, mask_rescale, fast)
+        sim = self.step_simulator(images, mask_ratio, rng, compensation, record, mask_sites, mask_rescale, fast,
+                                  neuron, burst_max)
         if chunk is None:
             chunk = self.default_chunk(sim.batch_size, timesteps, sim.mode)
         return sim.run(timesteps, chunk)
 
     def step_simulator(self, images, mask_ratio=0.0, rng=None, compensation="none", record=None,
-                       mask_sites="published", mask_rescale=False, fast=True):
+                       mask_sites="published", mask_rescale=False, fast=True, neuron="if", burst_max=None):
         """A :class:`mst_ref.simulate.StepSimulator`: the SNN one step (or chunk) at a time.
 
-        ``fast`` as in :meth:`snn_forward`.
+        ``fast``, ``neuron`` and ``burst_max`` as in :meth:`snn_forward`.
         """
-        sim = StepSimulator(self, images, mask_ratio, rng, compensation, record, mask_sites, mask_rescale)
+        sim = StepSimulator(self, images, mask_ratio, rng, compensation, record, mask_sites, mask_rescale,
+                            neuron=neuron, burst_max=burst_max)
         sim.mode.fast = bool(fast)
         return sim

@@ -54,6 +54,11 @@ class SNNResult:
         each step, whole batch (:func:`mst_ref.modes.nonzero_pairs`).
     config : MSTConfig or None
         The model's architecture, for the energy accounting (:mod:`mst_ref.energy`).
+    neuron : str
+        The neuron of every site: "if" (published), "signed", "burst" or "signed-burst".
+    max_spikes : int
+        K, spikes a neuron may emit per step (1 for "if" and "signed"); spike counts and SOPs count
+        every spike of a burst and every negative spike.
     """
 
     step_logits: np.ndarray
@@ -65,6 +70,8 @@ class SNNResult:
     compensation: str = "none"
     product_pairs_per_step: dict = field(default_factory=dict)
     config: object = None
+    neuron: str = "if"
+    max_spikes: int = 1
 
     @property
     def timesteps(self):
@@ -99,7 +106,7 @@ class SNNResult:
 
     @property
     def firing_rates(self):
-        """dict site -> float: spikes per neuron per step (in [0, 1])."""
+        """dict site -> float: spikes per neuron per step (in [0, 1]; up to K for burst neurons)."""
         return {name: c.sum() / (self.timesteps * math.prod(self.site_shapes[name]))
                 for name, c in self.spike_counts_per_step.items()}
 
@@ -145,6 +152,10 @@ class StepSimulator:
         RSM, as in :meth:`mst_ref.models.mst.MST.snn_forward`; the child generators are drawn from ``rng``
         here, once, so any split of the run into calls draws the same masks.
     compensation : {"none", "expectation"}
+    neuron : {"if", "signed", "burst", "signed-burst"}
+        The neuron at every site (:mod:`mst_ref.neurons`); "if" is the published one.
+    burst_max : int or None
+        K of the burst neurons (None: the model's L).
     record : None, str or iterable of str
         Sites whose spike trains to keep.
 
@@ -157,10 +168,10 @@ class StepSimulator:
     """
 
     def __init__(self, model, images, mask_ratio=0.0, rng=None, compensation="none", record=None,
-                 mask_sites="published", mask_rescale=False):
+                 mask_sites="published", mask_rescale=False, neuron="if", burst_max=None):
         self.model = model
         self.images = model.check_images(images)
-        self.mode = model.make_mode(True, compensation=compensation,
+        self.mode = model.make_mode(True, compensation=compensation, neuron=neuron, burst_max=burst_max,
                                     masker=model.masker(mask_ratio, rng, mask_sites, mask_rescale),
                                     record=model.select_sites(record))
         self._step_logits = []  # (T_chunk, B, K) per call
@@ -220,4 +231,6 @@ class StepSimulator:
             compensation=mode.compensation,
             product_pairs_per_step={n: np.concatenate(c) for n, c in mode.product_pairs.items()},
             config=self.model.config,
+            neuron=mode.neuron,
+            max_spikes=mode.max_spikes,
         )

@@ -50,8 +50,9 @@ _NONE = {}  # (ndim, dtype) -> a zero-size array, the kernels' "absent"
 
 
 def supports(mode):
-    """Whether :func:`forward` can run ``mode``: a spiking mode, without compensation, with ``fast`` on."""
-    return mode.spiking and mode.fast and mode.compensation == "none"
+    """Whether :func:`forward` can run ``mode``: a spiking mode of IF neurons, without compensation, with
+    ``fast`` on (the kernels implement the IF neuron only; other neurons take the readable path)."""
+    return mode.spiking and mode.fast and mode.compensation == "none" and mode.neuron == "if"
 
 
 def default_chunk(config, batch_size, dtype, timesteps, budget_bytes=2**27):
