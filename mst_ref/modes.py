@@ -49,9 +49,44 @@ from .neurons import NEURONS, if_neuron, multilevel_neuron, neuron_kind
 from .qcfs import clip_activation, qcfs, qcfs_clamp_first
 
 __all__ = ["COMPENSATIONS", "Carry", "Mode", "running_sum", "expectation_op", "expectation_product",
-           "nonzero_pairs", "event_pairs", "NEURONS"]
+           "nonzero_pairs", "event_pairs", "NEURONS", "PROBES", "membrane_before_reset"]
 
 COMPENSATIONS = ("none", "expectation")
+
+# Recordable quantities beyond the sites' outputs, named "<site>.membrane" / "<op>.softmax" in ``record``
+PROBES = {
+    "membrane": "SNN: membrane potential v of a site's IF neurons after adding the input, before the reset",
+    "softmax": "the attention probabilities p = softmax(a + B_rel (+ mask)), the output of the analog op",
+}
+
+
+def membrane_before_reset(x, out, v):
+    """The IF neurons' membrane potential after integrating each step's input, before the reset.
+
+    Parameters
+    ----------
+    x : (T, ...) ndarray, input currents
+    out : (T, ...) ndarray, the neurons' outputs (0 or lambda), before masking
+    v : (...) ndarray, potentials before the first step (not modified)
+
+    Returns
+    -------
+    (T, ...) ndarray: :math:`v_{t-1} + x_t`, the value compared with lambda at step t
+
+    Notes
+    -----
+    The same operations, in the same order, as :func:`mst_ref.neurons.if_neuron_reference`:
+    ``v <- v + x_t`` (kept), ``v <- v - out_t``; so ``out_t = lambda [trace_t >= lambda]`` exactly.
+    """
+    trace = np.empty_like(x)  # (T, ...)
+    v = v.copy()
+    for t in range(x.shape[0]):
+        # v <- v + x_t   (recorded)
+        v = v + x[t]
+        trace[t] = v
+        # v <- v - s_t lambda
+        v = v - out[t]
+    return trace
 
 
 def running_sum(x, start=0.0):
@@ -258,7 +293,8 @@ class Mode:
     masker : SpikeMasker
         RSM at the masked sites (none by default).
     record : frozenset of str
-        Sites whose outputs are kept in ``records``.
+        Sites whose outputs are kept in ``records``, and :data:`PROBES` names (``<site>.membrane``,
+        ``<block>.attn.softmax``) whose values are kept there too.
     state : dict
         SNN state carried between calls: site name -> membrane potentials ``(...)``; op name ->
         :class:`Carry`.
@@ -356,7 +392,10 @@ class Mode:
         with v kept in ``state[name]`` (lambda / 2 before the first step). Other neurons (``neuron``):
         :func:`mst_ref.neurons.multilevel_neuron`, with ``state[name] = (v, n)``.
         """
+        probe = f"{name}.membrane" if f"{name}.membrane" in self.record else None
         if not self.spiking:
+            if probe:
+                raise ValueError(f"{probe}: membrane potentials exist only in the SNN (snn_forward)")
             y = self.quantizer(x, threshold, self.levels) if self.quantize else clip_activation(x, threshold)
         elif self.neuron != "if":
             y = self._multilevel_site(name, x, threshold)  # (T, ...) signed / burst neurons
@@ -365,7 +404,10 @@ class Mode:
             if v is None:
                 # pre-charge: v = lambda / 2
                 v = self.state[name] = np.full(x.shape[1:], x.dtype.type(threshold[0]) / 2, dtype=x.dtype)
+            v_before = v.copy() if probe else None
             y = if_neuron(x, threshold, v, check=False)  # (T, ...); v updated in place
+            if probe:
+                self.records.setdefault(probe, []).append(membrane_before_reset(x, y, v_before))
         y = self.masker(name, y)
         self._observe(name, y)
         return y
@@ -454,9 +496,17 @@ class Mode:
         y : ndarray, shape of f(x)
         """
         if not (self.spiking and self.compensation == "expectation"):
-            return f(x)
-        y, self.state[name] = expectation_op(f, x, self.state.get(name, Carry()))
+            y = f(x)
+        else:
+            y, self.state[name] = expectation_op(f, x, self.state.get(name, Carry()))
+        if name in self.record:  # e.g. the attention probabilities, "<block>.attn.softmax"
+            self.records.setdefault(name, []).append(y)
         return y
+
+    @property
+    def probing(self):
+        """Whether a :data:`PROBES` quantity is recorded (the fused kernels do not produce them)."""
+        return any(n.rsplit(".", 1)[-1] in PROBES for n in self.record)
 
     def _pairs(self, a, b):
         """Events of ``a @ b`` per step: nonzero pairs (IF), or spike-weighted pairs (:func:`event_pairs`)."""

@@ -89,12 +89,25 @@ class SpikingNetwork:
         return images.astype(self.dtype, copy=False)
 
     def select_sites(self, record):
-        """Site names chosen by ``record``: None, "all", a name, or names / glob patterns."""
+        """Site names chosen by ``record``: None, "all", a name, or names / glob patterns.
+
+        A pattern ending in ``.membrane`` or ``.softmax`` chooses among the model's ``probe_names``
+        instead (membrane potentials, attention probabilities: :data:`mst_ref.modes.PROBES`); "all"
+        and other patterns choose sites only.
+        """
         if record is None:
             return frozenset()
         patterns = [record] if isinstance(record, str) else list(record)
         chosen = set()
         for pattern in patterns:
+            if pattern.endswith((".membrane", ".softmax")):
+                probes = getattr(self, "probe_names", [f"{n}.membrane" for n in self.site_names])
+                hits = fnmatch.filter(probes, pattern)
+                if not hits:
+                    raise ValueError(f"record pattern {pattern!r} matches nothing this model can record; "
+                                     f"probes look like {probes[:2]} (see the model's probe_names)")
+                chosen.update(hits)
+                continue
             hits = self.site_names if pattern == "all" else fnmatch.filter(self.site_names, pattern)
             if not hits:
                 raise ValueError(f"record pattern {pattern!r} matches no activation site; sites look like "
@@ -147,7 +160,7 @@ class SpikingNetwork:
         logits = self.forward(images, mode)  # (B, K)
         if record is None:
             return logits
-        return logits, {name: mode.records[name][0] for name in self.site_names if name in mode.record}
+        return logits, {name: values[0] for name, values in mode.records.items()}  # forward order
 
     def snn_forward(self, images, timesteps, mask_ratio=0.0, rng=None, record=None, chunk=None,
                     compensation="none", mask_sites="published", mask_rescale=False, fast=True, neuron="if",

@@ -44,7 +44,8 @@ class SNNResult:
         Site -> shape of one step's output, ``(B, ...)``.
     records : dict of {str: (T, B, ...) ndarray}
         Recorded sites -> their outputs at each step (0 or lambda; 0 or lambda / (1 - p) with rescaled
-        RSM), after RSM.
+        RSM), after RSM; recorded probes (``<site>.membrane``, ``<block>.attn.softmax``,
+        :data:`mst_ref.modes.PROBES`) -> their values at each step.
     mask_ratios : dict of {str: float}
         Masked sites -> p.
     compensation : str
@@ -226,7 +227,7 @@ class StepSimulator:
             cumulative_logits=np.concatenate(self._cumulative),  # (T, B, K)
             spike_counts_per_step={n: np.concatenate(mode.spike_counts[n]) for n in self.model.site_names},
             site_shapes={n: mode.site_shapes[n] for n in self.model.site_names},
-            records={n: np.concatenate(mode.records[n]) for n in self.model.site_names if n in mode.record},
+            records={n: np.concatenate(v) for n, v in mode.records.items()},  # forward order, probes too
             mask_ratios=dict(mode.masker.ratios),
             compensation=mode.compensation,
             product_pairs_per_step={n: np.concatenate(c) for n, c in mode.product_pairs.items()},

@@ -48,6 +48,9 @@ class MST(SpikingNetwork):
         float32 (default, as published) or float64; every forward computes in it.
     site_names : list of str
         The activation sites in forward order (124 for Swin-T).
+    probe_names : list of str
+        What else ``record`` can keep (:data:`mst_ref.modes.PROBES`): each block's attention
+        probabilities ``<block>.attn.softmax`` and each site's membrane potential ``<site>.membrane``.
     """
 
     def __init__(self, config, state, dtype=np.float32):
@@ -59,6 +62,8 @@ class MST(SpikingNetwork):
         self.state = {k: np.array(v, dtype=np.int64 if k.endswith(_INTEGER_KEYS) else self.dtype, order="C")
                       for k, v in state.items()}
         self.site_names = site_names(config)
+        self.probe_names = ([f"layers.{i}.blocks.{j}.attn.softmax" for i, st in enumerate(config.stages)
+                             for j in range(st.depth)] + [f"{n}.membrane" for n in self.site_names])
 
     @classmethod
     def from_state_dict(cls, state, img_size=None, dtype=np.float32, qcfs_levels=16):
@@ -106,9 +111,10 @@ class MST(SpikingNetwork):
         Notes
         -----
         A spiking mode without compensation (and ``mode.fast``, the default) runs the same network
-        through the fused kernels of :mod:`mst_ref.models.mst_fast`; the code below is the readable version.
+        through the fused kernels of :mod:`mst_ref.models.mst_fast`; the code below is the readable version
+        (also when a probe, such as the attention probabilities, is recorded: the kernels do not keep them).
         """
-        if fused.supports(mode):
+        if fused.supports(mode) and not mode.probing:
             return fused.forward(self, images, mode)
         s = self.state
         x = patch_embed(images, s["patch_embed.proj.weight"], s["patch_embed.proj.bias"])  # (B, N, C)
