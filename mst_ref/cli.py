@@ -7,18 +7,26 @@ here. Usage::
     mst-ref selfcheck [--neurons 10000] [--max-T 256] [--threshold 1.0] [--dtype float64] [--seed 0]
     mst-ref demo [--out DIR] [--limit N] [--timesteps ...]
     mst-ref eval CHECKPOINT --data PATH --timesteps 1,2,4,...,128 [--mask-ratio p] [--limit N] [--json OUT]
+                 [--resize]
     mst-ref inspect CHECKPOINT [--img-size N] [--thresholds] [--json]
     mst-ref convert IN OUT [--force]
     mst-ref mask-sweep CHECKPOINT [--data PATH] --ratios 0,0.5,0.75 --timesteps T
     mst-ref energy CHECKPOINT [--data PATH] [--timesteps T] [--mask-ratio p]
     mst-ref analyze CHECKPOINT [--data PATH] --timesteps 1,2,4,...,64 [--curve] [--commutation]
+
+The options every command shares mean the same everywhere (:mod:`mst_ref.cli_common`): ``--timesteps``
+is a list of increasing T values (``1,2,4,...,128``; commands that run at one T take one value),
+``--data`` a dataset path whose images must match the model unless ``--resize`` is given, and output
+paths are checked before any work starts.
 """
 
 import argparse
+import os
 import sys
 
 import numpy as np
 
+from .cli_common import fail, run_command
 from .neurons import if_neuron
 from .qcfs import clip_activation, qcfs
 
@@ -126,13 +134,18 @@ def _build_parser():
 
 
 def main(argv=None):
-    """Entry point of ``mst-ref``; returns the exit status."""
+    """Entry point of ``mst-ref``; returns the exit status.
+
+    Errors are one line on stderr and exit status 2, never a traceback
+    (:func:`mst_ref.cli_common.run_command`); argparse reports malformed options the same way.
+    """
     args = _build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except ValueError as err:
-        print(f"mst-ref {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    for attr in ("checkpoint", "input"):  # every command reading a checkpoint file: a folder is not one
+        value = getattr(args, attr, None)
+        if isinstance(value, str) and os.path.isdir(value):
+            return fail(args.command, f"{value} is a directory; give a checkpoint file (.pth, .pt, .npz or "
+                                      ".safetensors)")
+    return run_command(args.command, args.func, args)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,14 @@ accuracies for reference, and ``accuracy_vs_T.png``. Tables go to stdout, progre
 
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from .analysis import PARTS, commutation_check, op_kind, site_errors
-from .checkpoint import load_checkpoint, load_state_dict
-from .data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, load_dataset, prepare_images, sample_path
+from .cli_common import (UsageError, at_least, check_output_dir, load_data, load_model, note_compiling,
+                         override_normalisation, ratio)
+from .cli_common import parse_timesteps as common_timesteps
+from .data import prepare_images, sample_path
 from .plots import heatmap_png, line_chart_png
 
 __all__ = ["add_analyze_parser", "cmd_analyze", "parse_timesteps"]
@@ -30,29 +31,8 @@ _LABELS = {"none": "faithful", "expectation": "compensated"}
 
 
 def parse_timesteps(text):
-    """"1,2,4,...,64" -> (1, 2, 4, 8, 16, 32, 64): comma-separated T values; "..." doubles up to the next."""
-    values, pending = [], False
-    for token in (t.strip() for t in text.split(",")):
-        if token == "...":
-            if not values or pending:
-                raise ValueError(f"--timesteps: '...' must follow a number, e.g. 1,2,4,...,64; got {text!r}")
-            pending = True
-            continue
-        try:
-            t = int(token)
-        except ValueError:
-            raise ValueError(f"--timesteps must be integers >= 1 separated by commas, e.g. 1,2,4,...,64; "
-                             f"got {text!r}") from None
-        if t < 1:
-            raise ValueError(f"--timesteps values must be >= 1; got {t}")
-        while pending and values[-1] * 2 < t:
-            values.append(values[-1] * 2)
-        values.append(t)
-        pending = False
-    if pending or not values:
-        raise ValueError(f"--timesteps: '...' must be followed by the last T, e.g. 1,2,4,...,64; "
-                         f"got {text!r}")
-    return tuple(sorted(set(values)))
+    """The T values of ``--timesteps``, as every command reads them (:func:`mst_ref.cli_common.parse_timesteps`)."""
+    return tuple(common_timesteps(text))
 
 
 def add_analyze_parser(subparsers):
@@ -60,8 +40,11 @@ def add_analyze_parser(subparsers):
     p = subparsers.add_parser("analyze", help="per-site ANN vs SNN errors, commutation, accuracy vs T")
     p.add_argument("checkpoint", help=".pth / .pt (torch.save), .npz (mst_ref) or .safetensors")
     p.add_argument("--data", default=None, help="dataset path (default: the shipped Fashion-MNIST sample)")
-    p.add_argument("--split", default="test", choices=["test", "train"])
-    p.add_argument("--timesteps", default="1,2,4,...,32", help="T values, e.g. 1,2,4,...,64 (default 1..32)")
+    p.add_argument("--split", default="test", choices=["test", "train"],
+                   help="part of an IDX / CIFAR / image folder (an .npz holds one set: test)")
+    p.add_argument("--timesteps", default="1,2,4,...,32",
+                   help="T values, increasing, comma-separated; 'a,b,c,...,z' continues the doubling or the "
+                        "step shown by a,b,c up to z (default 1,2,4,...,32)")
     p.add_argument("--limit", type=int, default=32, help="number of images (default 32)")
     p.add_argument("--batch-size", type=int, default=8, help="images per SNN run (default 8)")
     p.add_argument("--compensation", choices=["none", "expectation", "both"], default=None,
@@ -75,6 +58,10 @@ def add_analyze_parser(subparsers):
     p.add_argument("--curve", action="store_true", help="accuracy vs T, faithful and compensated, instead")
     p.add_argument("--img-size", type=int, default=None,
                    help="input resolution, if the checkpoint does not say")
+    p.add_argument("--mean", default=None, help="per-channel mean, comma-separated (default: the checkpoint's)")
+    p.add_argument("--std", default=None, help="per-channel std, comma-separated (default: the checkpoint's)")
+    p.add_argument("--resize", action="store_true",
+                   help="convert images of another size or channel count to the model's input (else an error)")
     p.add_argument("--out", default="mst_ref_analysis", help="folder for the PNGs (default mst_ref_analysis)")
     p.set_defaults(func=cmd_analyze)
     return p
@@ -89,17 +76,15 @@ def _progress(label):
     return report
 
 
-def _inputs(args, model):
+def _inputs(args, loaded):
     """Normalised images and labels: --data (default: the shipped sample), mean/std from the checkpoint."""
-    _, meta = load_state_dict(args.checkpoint)
-    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-    mean, std = config.get("mean", FASHION_MNIST_MEAN), config.get("std", FASHION_MNIST_STD)
-    dataset = load_dataset(args.data or sample_path(), split=args.split)
-    if args.limit < 1:
-        raise ValueError(f"--limit must be >= 1; got {args.limit}")
+    dataset, notes = load_data(args.data or sample_path(), loaded, args.split, args.resize, args.limit)
+    for line in notes:
+        print(line, file=sys.stderr)
     n = min(args.limit, len(dataset))
-    c = model.config
-    return prepare_images(dataset.images[:n], c.img_size, c.in_chans, mean, std), dataset.labels[:n]
+    c = loaded.model.config
+    return (prepare_images(dataset.images[:n], c.img_size, c.in_chans, loaded.mean, loaded.std, args.resize),
+            dataset.labels[:n])
 
 
 def _fmt(v):
@@ -140,7 +125,10 @@ def _site_mode(args, model, x, y, stops, comps, p, out):
         _print_site_table(se, width)
         path = heatmap_png(out / f"site_errors_{comp}.png", se.mean_abs_error / se.thresholds[:, None],
                            se.sites, [str(t) for t in stops],
-                           f"mean |SNN - {args.reference} ANN| / lambda, {_LABELS[comp]} SNN (columns: T)")
+                           f"Per-site error of the {_LABELS[comp]} SNN vs the {args.reference} ANN, "
+                           f"{se.num_images} images", xlabel="time steps T",
+                           ylabel="activation site (forward order)",
+                           colorbar_label="mean |SNN rate x lambda - ANN| / lambda (fraction of lambda)")
         print(f"wrote {path}")
         if args.commutation:
             print(f"\ncommutation with the mean over time, {_LABELS[comp]} SNN, T={stops[-1]}: "
@@ -182,28 +170,31 @@ def _curve_mode(args, model, x, y, stops, comps, p, out):
     series = {f"{n} SNN": 100 * curves[n] for n in names}
     series |= {k: np.full(len(stops), 100 * v) for k, v in acc.items()}
     path = line_chart_png(out / "accuracy_vs_T.png", list(stops), series,
-                          f"accuracy vs T ({len(x)} images)", "T (time steps)", "accuracy (%)", logx=True)
+                          f"Accuracy vs T of the faithful and compensated SNN, {len(x)} images",
+                          "time steps T (log scale)", "accuracy (%)", logx=True, dashed=set(acc))
     print(f"wrote {path}")
 
 
 def cmd_analyze(args):
     """Per-site error table and heat map, or (``--curve``) accuracy vs T; returns the exit status."""
     stops = parse_timesteps(args.timesteps)
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1; got {args.batch_size}")
-    try:
-        model = load_checkpoint(args.checkpoint, img_size=args.img_size)
-        x, y = _inputs(args, model)
-    except OSError as err:
-        print(f"mst-ref analyze: error: {err}", file=sys.stderr)
-        return 2
-    p = model.config.mask_ratio if args.mask_ratio is None else args.mask_ratio
+    at_least(args.batch_size, 1, "--batch-size")
+    at_least(args.limit, 1, "--limit")
+    ratio(args.mask_ratio, "--mask-ratio")
+    out = check_output_dir(args.out, "--out")  # before any work: a long run must not end in a failed write
+    loaded = override_normalisation(load_model(args.checkpoint, img_size=args.img_size), args.mean, args.std)
+    model = loaded.model
+    if not args.curve and not hasattr(model, "probe_names"):
+        raise UsageError("the per-site analysis reads MST internals (window attention, LayerNorm); this "
+                         "model has none: use --curve")
+    x, y = _inputs(args, loaded)
+    p = float(getattr(model.config, "mask_ratio", 0.0) or 0.0) if args.mask_ratio is None else args.mask_ratio
     comp = args.compensation or ("both" if args.curve else "none")
     comps = ["none", "expectation"] if comp == "both" else [comp]
-    out = Path(args.out)
     print(f"{args.checkpoint}: {len(model.site_names)} sites, L={model.config.qcfs_levels}; "
           f"{len(x)} images from {args.data or sample_path()}; T = {', '.join(map(str, stops))}; "
           f"mask ratio {p:g}")
+    note_compiling()
     if args.curve:
         _curve_mode(args, model, x, y, stops, comps, p, out)
     else:

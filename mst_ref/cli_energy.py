@@ -1,4 +1,4 @@
-"""``mst-ref mask-sweep`` and ``mst-ref energy``: RSM's energy saving, measured (MST_SPEC 5, 6).
+"""``mst-ref mask-sweep`` and ``mst-ref energy``: RSM's energy saving, measured (docs/mst.md sections 5, 6).
 
     mst-ref mask-sweep CHECKPOINT [--data PATH] [--ratios 0,0.5,0.75] [--timesteps T] [--seeds 3]
                        [--limit N] [--mask-sites published|paper] [--layerwise]
@@ -10,6 +10,8 @@ and accuracy, mean and spread over seeds. ``--layerwise`` adds the map of
 :func:`mst_ref.ratio_search.search_block_ratios`, searched on the images after the first ``--limit``.
 ``energy`` prints every site's spikes, SOPs and energy per image, the analog MACs, and the totals
 against the ANN. What is counted: :mod:`mst_ref.energy`. Progress goes to stderr, tables to stdout.
+Both run at one T: ``--timesteps`` takes one value in the grammar every command shares
+(:func:`mst_ref.cli_common.parse_timesteps`).
 """
 
 import sys
@@ -17,8 +19,9 @@ import sys
 import numpy as np
 
 from . import energy
-from .checkpoint import load_checkpoint, load_state_dict
-from .data import iterate_batches, load_dataset, sample_path
+from .cli_common import (UsageError, at_least, load_data, load_model, note_compiling, override_normalisation,
+                         parse_floats, parse_timesteps, ratio)
+from .data import iterate_batches, sample_path
 from .ratio_search import evaluate_ratios, search_block_ratios
 
 __all__ = ["add_mask_sweep_parser", "cmd_mask_sweep", "add_energy_parser", "cmd_energy"]
@@ -37,32 +40,30 @@ def _progress(done, total, message=""):
 
 
 def _floats(text, name):
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{name} must be comma-separated numbers, e.g. 0,0.5,0.75; got {text!r}") from None
+    return parse_floats(text, name)
 
 
 def _positive(value, name):
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1; got {value}")
-    return value
+    return at_least(value, 1, name)
 
 
 def _load(args, extra=0):
     """The model, the evaluation images (the first --limit) and up to ``extra`` after them, normalised."""
-    _, meta = load_state_dict(args.checkpoint)
-    model = load_checkpoint(args.checkpoint)
-    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-    mean = _floats(args.mean, "--mean") if args.mean else config.get("mean")
-    std = _floats(args.std, "--std") if args.std else config.get("std")
-    if mean is None or std is None:
-        raise ValueError(f"{args.checkpoint} stores no mean/std in its config; pass --mean and --std "
-                         "(the per-channel normalisation the model was trained with)")
-    dataset = load_dataset(args.data if args.data else sample_path())
+    loaded = load_model(args.checkpoint)
+    if args.mean is None and args.std is None and "mean" not in loaded.config:
+        print(f"note: {args.checkpoint} stores no mean/std; using the {loaded.norm_source} "
+              f"(mean {loaded.mean}, std {loaded.std}); --mean / --std to change", file=sys.stderr)
+    loaded = override_normalisation(loaded, args.mean, args.std)
+    model, mean, std = loaded.model, loaded.mean, loaded.std
+    limit = None if args.limit is None else _positive(args.limit, "--limit")
+    dataset, notes = load_data(args.data if args.data else sample_path(), loaded, resize=args.resize,
+                               limit=None if limit is None else limit + extra)
+    for line in notes:
+        print(line, file=sys.stderr)
     c = model.config
-    limit = len(dataset) if args.limit is None else _positive(args.limit, "--limit")
-    batches = list(iterate_batches(dataset, 1000, c.img_size, c.in_chans, mean, std, limit=limit + extra))
+    limit = len(dataset) if limit is None else limit
+    batches = list(iterate_batches(dataset, 1000, c.img_size, c.in_chans, mean, std, limit=limit + extra,
+                                   resize=args.resize))
     images = np.concatenate([x for x, _ in batches])  # (n, Cin, H, W)
     labels = np.concatenate([y for _, y in batches])  # (n,)
     return model, (images[:limit], labels[:limit]), (images[limit:], labels[limit:]), dataset
@@ -72,7 +73,7 @@ def _common_arguments(p):
     p.add_argument("checkpoint", help="model file (.pth, .npz or .safetensors)")
     p.add_argument("--data", default=None, help="dataset (IDX / CIFAR folder, image folder or .npz); "
                    "default: the shipped Fashion-MNIST sample")
-    p.add_argument("--timesteps", type=int, default=32, help="T (default 32)")
+    p.add_argument("--timesteps", default="32", help="T, one value (default 32)")
     p.add_argument("--limit", type=int, default=100, help="evaluate the first N images (default 100)")
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--mask-sites", choices=["published", "paper"], default="published",
@@ -82,12 +83,12 @@ def _common_arguments(p):
     p.add_argument("--std", default=None, help="normalisation std, comma-separated (default: checkpoint)")
     p.add_argument("--e-ac", type=float, default=energy.E_AC_PJ, help="pJ per SOP (default 0.9)")
     p.add_argument("--e-mac", type=float, default=energy.E_MAC_PJ, help="pJ per MAC (default 4.6)")
+    p.add_argument("--resize", action="store_true",
+                   help="convert images of another size or channel count to the model's input (else an error)")
 
 
 def _check_ratio(p, name):
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1]; got {p}")
-    return p
+    return ratio(p, name)
 
 
 def _mean_sd(values):
@@ -118,12 +119,16 @@ def cmd_mask_sweep(args):
     """Print SOPs, energy and accuracy per masking ratio (and a layer-wise map with --layerwise)."""
     ratios = [_check_ratio(p, "--ratios values") for p in _floats(args.ratios, "--ratios")]
     ratios = sorted(set([0.0] + ratios))  # p = 0 is the reference
-    for value, name in ((args.timesteps, "--timesteps"), (args.seeds, "--seeds"),
-                        (args.batch_size, "--batch-size")):
+    args.timesteps = parse_timesteps(args.timesteps, single=True)[0]
+    for value, name in ((args.seeds, "--seeds"), (args.batch_size, "--batch-size")):
         _positive(value, name)
     energy.energy_pj(0, 0, args.e_ac, args.e_mac)  # checks the constants
     n_val = _positive(args.val_limit, "--val-limit") if args.layerwise else 0
+    if args.layerwise:
+        _positive(args.search_timesteps, "--search-timesteps")
+        candidates = [_check_ratio(p, "--candidates values") for p in _floats(args.candidates, "--candidates")]
     model, (images, labels), (val_x, val_y), dataset = _load(args, extra=n_val)
+    note_compiling()
     T, c = args.timesteps, model.config
     macs = energy.snn_macs(c, T)  # analog MACs per image
     rows = [(f"{p:g}", p, 1 if p == 0 else args.seeds) for p in ratios]
@@ -131,11 +136,11 @@ def cmd_mask_sweep(args):
     search = None
     if args.layerwise:
         if len(val_x) == 0:
-            raise ValueError(f"--layerwise searches on the images after the first --limit {len(images)}; the "
+            raise UsageError(f"--layerwise searches on the images after the first --limit {len(images)}; the "
                              f"dataset has only {len(images)}: lower --limit")
         search = search_block_ratios(model, val_x, val_y, _positive(args.search_timesteps,
                                      "--search-timesteps"), np.random.default_rng(args.seed),
-                                     candidates=_floats(args.candidates, "--candidates"),
+                                     candidates=candidates,
                                      tolerance=args.tolerance, mask_sites=args.mask_sites,
                                      batch_size=args.batch_size,
                                      progress=lambda d, t, m: _progress(d, t, "search " + m))
@@ -198,12 +203,13 @@ def add_energy_parser(subparsers):
 
 def cmd_energy(args):
     """Print the per-site SOP breakdown, the analog MACs and the totals against the ANN."""
-    for value, name in ((args.timesteps, "--timesteps"), (args.batch_size, "--batch-size")):
-        _positive(value, name)
+    args.timesteps = parse_timesteps(args.timesteps, single=True)[0]
+    _positive(args.batch_size, "--batch-size")
     energy.energy_pj(0, 0, args.e_ac, args.e_mac)
     if args.mask_ratio is not None:
         _check_ratio(args.mask_ratio, "--mask-ratio")
     model, (images, labels), _, dataset = _load(args)
+    note_compiling()
     c, T, n = model.config, args.timesteps, len(images)
     p = c.mask_ratio if args.mask_ratio is None else args.mask_ratio
     rng = np.random.default_rng(args.seed)

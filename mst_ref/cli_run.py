@@ -4,112 +4,39 @@ Each is a function ``cmd_<name>(args) -> int`` (the exit status); ``add_eval_par
 ``add_demo_parser`` register them on the ``add_subparsers()`` object of :mod:`mst_ref.cli`::
 
     mst-ref eval CHECKPOINT --data PATH [--timesteps 1,2,4,...,128] [--mask-ratio P] [--limit N]
-                 [--batch-size B] [--seed S] [--json OUT] [--mean M] [--std S] [--split test]
+                 [--batch-size B] [--seed S] [--json OUT] [--mean M] [--std S] [--split test] [--resize]
     mst-ref demo [--out DIR] [--limit N] [--timesteps 1,2,4,...,64] [--batch-size B] [--seed S]
                  [--checkpoint PATH]
 
 ``eval`` is the published ``snn_validate``: for every batch, the ANN (QCFS) accuracy, and ONE SNN run
 to the largest T whose cumulative logits give the prediction at every listed T. The demo does the same
-on the shipped Fashion-MNIST model and sample, then runs one image once more with a few sites recorded
-and draws what happened (:mod:`mst_ref.plots`): accuracy vs T, a spike raster, membrane traces, and
-attention maps. Tables go to stdout, progress bars to stderr.
+on the shipped Fashion-MNIST model and sample, then runs one image once more with a few quantities
+recorded by the model (spikes, membrane potentials, attention probabilities) and draws them
+(:mod:`mst_ref.plots`). Tables go to stdout, progress bars and notes to stderr. Arguments, output
+checks, normalisation defaults and errors: :mod:`mst_ref.cli_common`.
 
-Normalisation: ``mean`` / ``std`` from the checkpoint's config when it has them (the shipped models
-do), else Fashion-MNIST's (0.2860 / 0.3530) for a 1-channel model and ImageNet's ((0.485, 0.456, 0.406)
-/ (0.229, 0.224, 0.225), the timm / torchvision convention for RGB models) for a 3-channel one;
-``--mean`` / ``--std`` override both. Masking: the model's trained ratio unless ``--mask-ratio`` says
-otherwise (a model trained with p is run with p, as published), in the ANN and the SNN, with masks
-drawn from ``--seed``; results with masking then also depend on ``--batch-size``.
+Masking: the model's trained ratio unless ``--mask-ratio`` says otherwise (a model trained with p is
+run with p, as published), in the ANN and the SNN, with masks drawn from ``--seed``; results with
+masking then also depend on ``--batch-size``.
 """
 
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from . import data, plots
-from .attention import softmax
-from .checkpoint import load_checkpoint, load_state_dict
-from .layers import batch_norm, bn_params
-from .neurons import IFState
-from .windows import relative_position_bias, window_reverse
+from .cli_common import (IMAGENET_MEAN, IMAGENET_STD, Progress, UsageError, at_least, check_output_dir,  # noqa: F401
+                         check_output_file, load_data, load_model, note_compiling, override_normalisation,
+                         parse_timesteps, ratio)
+from .windows import window_reverse
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-DEMO_CHECKPOINT, DEMO_LIMIT, DEMO_TIMESTEPS = "mst_fashion.pth", 50, "1,2,4,8,16,32,64"
+DEMO_CHECKPOINT, DEMO_LIMIT, DEMO_TIMESTEPS = "mst_fashion.pth", 50, "1,2,4,...,64"
 DEMO_SITE = "layers.0.blocks.0.shortcut1_if"  # raster and membrane traces: the first block's input spikes
-
-
-def parse_timesteps(text):
-    """T values from ``"1,2,4"``; ``a,b,c,...,z`` continues a doubling (any integer ratio) or a constant
-    step up to z (``"1,2,4,...,128"``, ``"8,16,24,...,64"``; two values before ``...`` mean a step)."""
-    parts = [p.strip() for p in str(text).split(",") if p.strip()]
-    try:
-        if "..." in parts:
-            i = parts.index("...")
-            values, last = [int(p) for p in parts[:i]], int(parts[i + 1])
-            if i < 2 or i != len(parts) - 2 or not 0 < values[-2] < values[-1] <= last:
-                raise ValueError
-            a, b = values[-2], values[-1]
-            ratio = b // a if b % a == 0 else 0
-            if len(values) > 2 and ratio > 1 and values[-3] * ratio == a:
-                grow = lambda v: v * ratio  # noqa: E731
-            elif len(values) == 2 or values[-3] + (b - a) == a:
-                grow = lambda v: v + (b - a)  # noqa: E731
-            else:
-                raise ValueError
-            while grow(values[-1]) <= last:
-                values.append(grow(values[-1]))
-            values.append(last)
-        else:
-            values = [int(p) for p in parts]
-    except (ValueError, IndexError):
-        raise ValueError(f"--timesteps must be integers separated by commas, e.g. 1,2,4 or 1,2,4,...,128; "
-                         f"got {text!r}") from None
-    if not values or min(values) < 1:
-        raise ValueError(f"--timesteps must be integers >= 1; got {text!r}")
-    return sorted(set(values))
-
-
-class Progress:
-    """A one-line progress bar on stderr: ``label [#####-----] done/total unit, elapsed, ETA``."""
-
-    def __init__(self, label, total, unit="images", stream=None):
-        self.label, self.total, self.unit = label, max(1, total), unit
-        self.stream = sys.stderr if stream is None else stream
-        self.start = time.perf_counter()
-        self.update(0)
-
-    def update(self, done):
-        elapsed = time.perf_counter() - self.start
-        filled = int(20 * done / self.total)
-        eta = f", ETA {elapsed / done * (self.total - done):.0f} s" if 0 < done < self.total else ""
-        self.stream.write(f"\r{self.label} [{'#' * filled}{'-' * (20 - filled)}] {done}/{self.total} "
-                          f"{self.unit}, {elapsed:.1f} s{eta}   ")
-        self.stream.flush()
-
-    def close(self):
-        self.stream.write("\n")
-        self.stream.flush()
-
-
-def load_model(path):
-    """(model, mean, std, where): the checkpoint's MST and the normalisation its inputs need."""
-    model = load_checkpoint(path)
-    config = load_state_dict(path)[1].get("config")
-    config = config if isinstance(config, dict) else {}
-    c = model.config.in_chans
-    if config.get("mean") is not None and config.get("std") is not None:
-        return model, tuple(config["mean"]), tuple(config["std"]), "the checkpoint's config"
-    if c == 1:
-        return model, data.FASHION_MNIST_MEAN, data.FASHION_MNIST_STD, "Fashion-MNIST default (1 channel)"
-    return model, IMAGENET_MEAN, IMAGENET_STD, "ImageNet default (3 channels)"
+DEMO_BLOCK = "layers.0.blocks.0"  # attention pictures: the first (unshifted) block
 
 
 def evaluate(model, dataset, timesteps, mean, std, mask_ratio=0.0, limit=None, batch_size=50, seed=0,
-             progress="eval"):
+             progress="eval", resize=False):
     """ANN accuracy and SNN accuracy at each T in ``timesteps`` from one run to max(timesteps) per batch.
 
     Returns a dict: n, ann_correct, snn_correct {T: int}, spikes (all sites, all steps), sops, macs,
@@ -118,14 +45,15 @@ def evaluate(model, dataset, timesteps, mean, std, mask_ratio=0.0, limit=None, b
     """
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n < 1:
-        raise ValueError(f"nothing to evaluate: the dataset has {len(dataset)} images and --limit is {limit}")
+        raise UsageError(f"nothing to evaluate: the dataset has {len(dataset)} images and --limit is {limit}")
     cfg, t_max = model.config, max(timesteps)
     ann_rng, snn_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     out = {"n": n, "ann_correct": 0, "snn_correct": {t: 0 for t in timesteps}, "spikes": 0,
            "sops": 0, "macs": 0, "energy_pj": 0.0}
     bar = Progress(progress, n * (t_max + 1), "image-steps") if progress else None
     done = 0
-    for x, y in data.iterate_batches(dataset, batch_size, cfg.img_size, cfg.in_chans, mean, std, limit=n):
+    for x, y in data.iterate_batches(dataset, batch_size, cfg.img_size, cfg.in_chans, mean, std, limit=n,
+                                     resize=resize):
         logits = model.ann_forward(x, mask_ratio=mask_ratio, rng=ann_rng)  # (B, K)
         out["ann_correct"] += int((logits.argmax(-1) == y).sum())
         if bar:
@@ -146,7 +74,7 @@ def evaluate(model, dataset, timesteps, mean, std, mask_ratio=0.0, limit=None, b
                 out["sops"] += result.sops
                 out["macs"] += result.macs
                 out["energy_pj"] += result.energy_pj
-            except (AttributeError, ValueError):
+            except (AttributeError, ValueError, NotImplementedError):
                 out["sops"] = out["macs"] = out["energy_pj"] = None
         done += len(y)
         if bar:
@@ -154,6 +82,10 @@ def evaluate(model, dataset, timesteps, mean, std, mask_ratio=0.0, limit=None, b
     if bar:
         bar.close()
     return out
+
+
+def _levels(model):
+    return getattr(model.config, "qcfs_levels", "?")
 
 
 def _table(stats, timesteps, levels):
@@ -179,19 +111,14 @@ def _ann_energy(model):
         from . import energy
         macs = energy.ann_macs(model.config)
         return f", ANN {energy.energy_pj(0, macs) / 1e6:.3f} uJ ({macs:,} MACs)"
-    except (ImportError, AttributeError, ValueError):
+    except (ImportError, AttributeError, ValueError, TypeError, NotImplementedError):
         return ""
-
-
-def _fail(command, err):
-    print(f"\nmst-ref {command}: error: {err}", file=sys.stderr)
-    return 2
 
 
 def _common_arguments(p, timesteps_default):
     p.add_argument("--timesteps", default=timesteps_default,
-                   help=f"T values, comma-separated; 'a,b,...,z' continues the doubling or the step "
-                        f"(default {timesteps_default})")
+                   help=f"T values, increasing, comma-separated; 'a,b,c,...,z' continues the doubling or "
+                        f"the step shown by a,b,c up to z (default {timesteps_default})")
     p.add_argument("--batch-size", type=int, default=50, help="images per SNN run (default 50)")
     p.add_argument("--seed", type=int, default=0, help="seed of the RSM masks (default 0)")
 
@@ -201,23 +128,20 @@ def add_eval_parser(sub):
     p = sub.add_parser("eval", help="ANN and SNN accuracy vs T of a checkpoint on a dataset (snn_validate)")
     p.add_argument("checkpoint", help=".pth / .npz / .safetensors checkpoint")
     p.add_argument("--data", required=True,
-                   help="IDX folder (MNIST / Fashion-MNIST), CIFAR batches folder, image folder or .npz")
-    p.add_argument("--split", choices=["test", "train"], default="test")
+                   help="IDX folder (MNIST / Fashion-MNIST), CIFAR batches folder, image folder (one "
+                        "subfolder per class, named by class name or index) or .npz")
+    p.add_argument("--split", choices=["test", "train"], default="test",
+                   help="part of an IDX / CIFAR / image folder (an .npz holds one set: test)")
     _common_arguments(p, "1,2,4,...,128")
     p.add_argument("--mask-ratio", type=float, default=None,
                    help="RSM ratio p (default: the ratio the checkpoint was trained with)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
-    p.add_argument("--mean", default=None, help="per-channel mean, comma-separated (default: see docs)")
-    p.add_argument("--std", default=None, help="per-channel std, comma-separated")
+    p.add_argument("--mean", default=None, help="per-channel mean, comma-separated (default: the checkpoint's)")
+    p.add_argument("--std", default=None, help="per-channel std, comma-separated (default: the checkpoint's)")
+    p.add_argument("--resize", action="store_true",
+                   help="convert images of another size or channel count to the model's input (else an error)")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the results as JSON to OUT")
     p.set_defaults(func=cmd_eval)
-
-
-def _floats(text, name):
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"--{name} must be numbers separated by commas; got {text!r}") from None
 
 
 def cmd_eval(args):
@@ -226,47 +150,42 @@ def cmd_eval(args):
     The JSON holds the settings, ``n``, ``ann_accuracy`` and ``snn_accuracy`` {"T": ...} (fractions in
     [0, 1]), the counts behind them, and spikes, SOPs and energy per image of the run to max T.
     """
-    try:
-        timesteps = parse_timesteps(args.timesteps)
-        if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
-            raise ValueError(f"--batch-size and --limit must be >= 1; got {args.batch_size}, {args.limit}")
-        if args.mask_ratio is not None and not 0 <= args.mask_ratio <= 1:
-            raise ValueError(f"--mask-ratio must be in [0, 1]; got {args.mask_ratio}")
-        dataset = data.load_dataset(args.data, args.split)
-        model, mean, std, where = load_model(args.checkpoint)
-        if dataset.labels.max(initial=0) >= model.config.num_classes:
-            raise ValueError(f"{args.data} has labels up to {dataset.labels.max()} but the checkpoint has "
-                             f"{model.config.num_classes} classes: is this the dataset it was trained on?")
-        if args.mean is not None or args.std is not None:
-            mean = _floats(args.mean, "mean") if args.mean else mean
-            std = _floats(args.std, "std") if args.std else std
-            where = "--mean / --std"
-        trained = float(getattr(model.config, "mask_ratio", 0.0) or 0.0)
-        p = trained if args.mask_ratio is None else args.mask_ratio
-        print(f"checkpoint {args.checkpoint}: {model.config.in_chans}x{model.config.img_size}^2 inputs, "
-              f"{model.config.num_classes} classes, trained mask ratio {trained:g}")
-        n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
-        print(f"data {args.data} ({dataset.name}): {len(dataset)} images, evaluating {n}; "
-              f"mean {mean} std {std} ({where}); mask ratio {p:g}, seed {args.seed}")
-        stats = evaluate(model, dataset, timesteps, mean, std, p, args.limit, args.batch_size, args.seed)
-    except (ValueError, OSError) as err:  # DataError and CheckpointError are ValueErrors
-        return _fail("eval", err)
-    print("\n".join(_table(stats, timesteps, model.config.qcfs_levels) +
-                    _energy_lines(model, stats, max(timesteps))))
-    if args.json:
+    timesteps = parse_timesteps(args.timesteps)
+    at_least(args.batch_size, 1, "--batch-size")
+    if args.limit is not None:
+        at_least(args.limit, 1, "--limit")
+    ratio(args.mask_ratio, "--mask-ratio")
+    json_path = check_output_file(args.json, "--json") if args.json else None
+    loaded = override_normalisation(load_model(args.checkpoint), args.mean, args.std)
+    model, mean, std = loaded.model, loaded.mean, loaded.std
+    dataset, notes = load_data(args.data, loaded, args.split, args.resize, args.limit)
+    trained = float(getattr(model.config, "mask_ratio", 0.0) or 0.0)
+    p = trained if args.mask_ratio is None else args.mask_ratio
+    print(f"checkpoint {args.checkpoint}: {model.config.in_chans}x{model.config.img_size}^2 inputs, "
+          f"{model.config.num_classes} classes, trained mask ratio {trained:g}")
+    n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
+    print(f"data {args.data} ({dataset.name}): {len(dataset)} images, evaluating {n}; "
+          f"mean {mean} std {std} ({loaded.norm_source}); mask ratio {p:g}, seed {args.seed}")
+    for line in notes:
+        print(line)
+    note_compiling()
+    stats = evaluate(model, dataset, timesteps, mean, std, p, args.limit, args.batch_size, args.seed,
+                     resize=args.resize)
+    print("\n".join(_table(stats, timesteps, _levels(model)) + _energy_lines(model, stats, max(timesteps))))
+    if json_path is not None:
         n = stats["n"]
         record = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split, "n": n,
                   "timesteps": timesteps, "mask_ratio": p, "trained_mask_ratio": trained, "seed": args.seed,
                   "batch_size": args.batch_size, "limit": args.limit, "mean": list(mean), "std": list(std),
+                  "resize": bool(args.resize), "class_names": loaded.class_names,
                   "ann_accuracy": stats["ann_correct"] / n, "ann_correct": stats["ann_correct"],
                   "snn_accuracy": {str(t): c / n for t, c in stats["snn_correct"].items()},
                   "snn_correct": {str(t): c for t, c in stats["snn_correct"].items()},
                   "spikes_per_image": stats["spikes"] / n,
                   "sops_per_image": None if stats["sops"] is None else stats["sops"] / n,
                   "energy_pj_per_image": None if stats["energy_pj"] is None else stats["energy_pj"] / n}
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
-        print(f"wrote {args.json}")
+        json_path.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"wrote {json_path}")
     return 0
 
 
@@ -286,29 +205,32 @@ def add_demo_parser(sub):
 def cmd_demo(args):
     """Evaluate the shipped model on the shipped sample, then draw one image's spikes and attention."""
     start = time.perf_counter()
-    try:
-        timesteps = parse_timesteps(args.timesteps)
-        if args.limit < 1 or args.batch_size < 1:
-            raise ValueError(f"--limit and --batch-size must be >= 1; got {args.limit}, {args.batch_size}")
-        path = args.checkpoint or data.shipped_file(DEMO_CHECKPOINT)
-        dataset = data.load_dataset(data.sample_path())
-        model, mean, std, _ = load_model(path)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-    except (ValueError, OSError) as err:
-        return _fail("demo", err)
+    timesteps = parse_timesteps(args.timesteps)
+    at_least(args.limit, 1, "--limit")
+    at_least(args.batch_size, 1, "--batch-size")
+    out = check_output_dir(args.out, "--out")
+    path = args.checkpoint or data.shipped_file(DEMO_CHECKPOINT)
+    loaded = load_model(path)
+    model, mean, std = loaded.model, loaded.mean, loaded.std
+    dataset, notes = load_data(data.sample_path(), loaded, limit=args.limit)
     cfg, t_max = model.config, max(timesteps)
     p = float(getattr(cfg, "mask_ratio", 0.0) or 0.0)
     n = min(args.limit, len(dataset))
+    arch = (f"embed {cfg.embed_dim}, depths {list(cfg.depths)}, " if hasattr(cfg, "depths") else "")
     print(f"MST demo: {path}\n  Fashion-MNIST, the first {n} of the {len(dataset)} shipped test images; "
-          f"embed {cfg.embed_dim}, depths {list(cfg.depths)}, L={cfg.qcfs_levels}, mask ratio {p:g}")
+          f"{arch}L={_levels(model)}, mask ratio {p:g}")
+    for line in notes:
+        print(line)
+    note_compiling()
     stats = evaluate(model, dataset, timesteps, mean, std, p, n, args.batch_size, args.seed, "demo")
-    print("\n".join(_table(stats, timesteps, cfg.qcfs_levels) + _energy_lines(model, stats, t_max)))
+    print("\n".join(_table(stats, timesteps, _levels(model)) + _energy_lines(model, stats, t_max)))
     if n < len(dataset):
         print(f"({n} images give a rough estimate; for all {len(dataset)}: mst-ref eval {path} "
               f"--data {data.sample_path()} --timesteps {args.timesteps})")
     x = data.prepare_images(dataset.images[:1], cfg.img_size, cfg.in_chans, mean, std)  # (1, Cin, H, W)
-    written = [_accuracy_png(out, stats, timesteps)] + _one_image_pngs(out, model, x, dataset, t_max, p, args.seed)
+    names = loaded.class_names or dataset.classes
+    written = [_accuracy_png(out, stats, timesteps)] + _one_image_pngs(out, model, x, dataset, names, t_max, p,
+                                                                       args.seed)
     print(f"wrote {len(written)} PNGs to {out.resolve()}:")
     for f in written:
         print(f"  {f.name}")
@@ -318,69 +240,83 @@ def cmd_demo(args):
 
 def _accuracy_png(out, stats, timesteps):
     n = stats["n"]
-    series = {"ANN (QCFS)": [100 * stats["ann_correct"] / n] * len(timesteps),
-              "SNN (IF neurons)": [100 * stats["snn_correct"][t] / n for t in timesteps]}
+    series = {"SNN (IF neurons), cumulative read-out": [100 * stats["snn_correct"][t] / n for t in timesteps],
+              "ANN (QCFS), for reference": [100 * stats["ann_correct"] / n] * len(timesteps)}
     return plots.line_chart_png(out / "accuracy_vs_T.png", timesteps, series,
-                                f"Shipped MST on {n} Fashion-MNIST test images", "time steps T", "accuracy (%)",
-                                logx=True)
+                                f"Accuracy vs time steps T: shipped MST, {n} Fashion-MNIST test images",
+                                "time steps T (log scale)", "accuracy (%)", logx=True,
+                                dashed={"ANN (QCFS), for reference"})
 
 
-def _one_image_pngs(out, model, x, dataset, t_max, p, seed):
-    """Run image 0 once more with a few sites recorded; draw a raster, membranes and attention."""
-    s, stage = model.state, model.config.stages[0]
-    attn = "layers.0.blocks.0.attn.attn_if"
+def _one_image_pngs(out, model, x, dataset, names, t_max, p, seed):
+    """Run image 0 once more, recording spikes, membranes and attention; draw them."""
+    site = DEMO_SITE if DEMO_SITE in model.site_names else model.site_names[0]
+    probes = getattr(model, "probe_names", [])
+    softmax_name = f"{DEMO_BLOCK}.attn.softmax"
+    attention = softmax_name in probes and all(hasattr(model.config, a) for a in ("stages", "patch_size"))
+    record = [site] + ([f"{site}.membrane"] if f"{site}.membrane" in probes else [])
     rng = np.random.default_rng(seed)
-    result = model.snn_forward(x, t_max, mask_ratio=p, rng=rng, record=["patch_embed.proj_if", DEMO_SITE, attn])
-    logits, ann_records = model.ann_forward(x, mask_ratio=p, rng=rng, record=attn)
-    names = dataset.classes
-    print(f"image 0: a {names[dataset.labels[0]]}; ANN says {names[logits[0].argmax()]}, "
-          f"SNN at T={t_max} says {names[result.predictions[-1, 0]]}")
-    # raster: 24 neurons of the first block's input site, spread over the firing rates
-    spikes = result.records[DEMO_SITE][:, 0].reshape(t_max, -1) != 0  # (T, N*C)
-    counts = spikes.sum(axis=0)  # (N*C,)
+    result = model.snn_forward(x, t_max, mask_ratio=p, rng=rng, record=record + ([softmax_name] if attention else []))
+    if attention:
+        logits, ann_records = model.ann_forward(x, mask_ratio=p, rng=rng, record=softmax_name)
+    else:
+        logits = model.ann_forward(x, mask_ratio=p, rng=rng)
+    label = int(dataset.labels[0])
+    print(f"image 0: a {names[label]}; ANN says {names[int(logits[0].argmax())]}, "
+          f"SNN at T={t_max} says {names[int(result.predictions[-1, 0])]}")
+    # raster: 24 neurons of the site, spread over the firing rates
+    spikes = result.records[site][:, 0].reshape(t_max, -1) != 0  # (T, neurons)
+    counts = spikes.sum(axis=0)  # (neurons,)
     active = np.flatnonzero(counts)[np.argsort(counts[np.flatnonzero(counts)], kind="stable")]
     chosen = active[np.unique(np.linspace(0, len(active) - 1, min(24, len(active))).astype(int))][::-1]
     written = [plots.raster_png(out / "spike_raster.png", spikes[:, chosen],
-                                f"{DEMO_SITE}: {len(chosen)} of {spikes.shape[1]} neurons, image 0")]
-    # membranes: re-simulate 3 of them with IFState on the site's input, BN[norm1](patch_embed spikes)
-    current = batch_norm(result.records["patch_embed.proj_if"][:, 0],
-                         *bn_params(s, "layers.0.blocks.0.norm1")).reshape(t_max, -1)  # (T, N*C)
-    # 3 neurons firing on about 1/4, 1/2 and 3/4 of the steps
-    pick = np.array([np.argmin(np.abs(counts - f * t_max) + t_max * (counts == 0)) for f in (0.25, 0.5, 0.75)])
-    lam = s[f"{DEMO_SITE}.up"]
-    neurons, before, emitted = IFState(lam, (len(pick),), model.dtype), [], []
-    for t in range(t_max):
-        # v <- v + x_t ; s = [v >= lambda] ; v <- v - s * lambda   (we plot v before the reset)
-        before.append(neurons.v + current[t, pick])
-        emitted.append(neurons.step(np.ascontiguousarray(current[t, pick])) != 0)
-    same = np.array_equal(np.array(emitted), spikes[:, pick])
-    print(f"membrane traces: IFState on the recorded input reproduces the model's spikes of "
-          f"{len(pick)} neurons: {'yes' if same else 'NO'}")
-    shown = min(t_max, 24)  # the first steps only: the input current is itself spiky, long traces blur
-    written.append(plots.traces_png(out / "membrane_traces.png", np.array(before[:shown]), float(lam[0]),
-                                    f"{DEMO_SITE}: v before reset, neurons {', '.join(map(str, pick))} "
-                                    f"(0, 1, 2), first {shown} steps"))
-    # attention: softmax(a + B_rel) of block 0 (not shifted), ANN and SNN (mean over steps)
-    bias = relative_position_bias(s["layers.0.blocks.0.attn.relative_position_bias_table"],
-                                  s["layers.0.blocks.0.attn.relative_position_index"])  # (nH, N, N)
-    p_ann = softmax(ann_records[attn][0] + bias)  # (nW, nH, N, N)
-    p_snn = softmax(result.records[attn][:, 0] + bias).mean(axis=0)  # (nW, nH, N, N)
+                                f"Spikes of {len(chosen)} of the {spikes.shape[1]} IF neurons at {site}, image 0",
+                                ylabel="neuron (fastest firing at the top)")]
+    if f"{site}.membrane" in result.records:
+        # membranes: 3 neurons firing on about 1/4, 1/2 and 3/4 of the steps, as the model recorded them
+        v = result.records[f"{site}.membrane"][:, 0].reshape(t_max, -1)  # (T, neurons)
+        pick = np.array([np.argmin(np.abs(counts - f * t_max) + t_max * (counts == 0)) for f in (0.25, 0.5, 0.75)])
+        lam = float(model.threshold(site)[0]) if hasattr(model, "threshold") else float(model.state[f"{site}.up"][0])
+        same = np.array_equal(v[:, pick] >= lam, spikes[:, pick])
+        print(f"membrane traces: the recorded potentials reach lambda exactly when the model's {len(pick)} "
+              f"neurons spike: {'yes' if same else 'NO'}")
+        shown = min(t_max, 24)  # the first steps only: the input current is itself spiky, long traces blur
+        written.append(plots.traces_png(
+            out / "membrane_traces.png", v[:shown, pick], lam,
+            f"Membrane potential of 3 IF neurons at {site}, image 0, first {shown} steps",
+            labels=[f"neuron {i} ({counts[i]}/{t_max} steps fire)" for i in pick],
+            ylabel="v after the input, before the reset (units of lambda)"))
+    if not attention:
+        print("attention pictures skipped: this model has no window attention to record")
+        return written
+    stage = model.config.stages[0]
+    p_ann = ann_records[softmax_name][0]  # (nW, nH, N, N)
+    p_snn = result.records[softmax_name][:, 0].mean(axis=0)  # (nW, nH, N, N), mean over steps
     image = dataset.images[0, ..., 0] if dataset.images.shape[-1] == 1 else dataset.images[0].mean(-1)
-    panels = [np.repeat(image[..., None], 3, axis=2)]  # (H, W, 3) uint8
+    maps = []
     for prob in (p_ann, p_snn):
         received = prob.mean(axis=(1, 2))  # (nW, N): attention each key gets, mean over heads and queries
-        grid = window_reverse(received[..., None], stage.window, stage.resolution, stage.resolution)[..., 0]
-        grid = np.kron(grid, np.ones((model.config.patch_size,) * 2))  # (H, W) in pixels (img_size)
-        panels.append(_overlay(image, grid))
-    gap = np.full((image.shape[0], 2, 3), 255, np.uint8)
-    written.append(plots.image_png(out / "attention_map.png",
-                                   np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1),
-                                   "input | ANN attention | SNN attention (mean over T)", scale=6))
+        maps.append(_token_map(received, stage, model.config.patch_size))  # (H, W)
+    lo, hi = min(m.min() for m in maps), max(m.max() for m in maps)
+    written.append(plots.image_panels_png(
+        out / "attention_map.png", [image, maps[0], maps[1]],
+        ["input image (pixels)", "ANN: attention received", f"SNN: attention received, mean of {t_max} steps"],
+        f"{DEMO_BLOCK} (first block): attention probability each token receives, mean over "
+        f"{stage.heads} heads and all queries of its {stage.window}x{stage.window} window",
+        colorbar=(lo, hi, "attention probability"), scale=6))
     window = int(np.argmax(_window_ink(image, stage, model.config.patch_size)))
-    written.append(plots.heatmap_png(out / "attention_window.png", p_snn[window, 0], None, None,
-                                     f"block 0, window {window}, head 0: SNN softmax (queries x keys), "
-                                     f"mean over {t_max} steps"))
+    written.append(plots.heatmap_png(
+        out / "attention_window.png", p_snn[window, 0], None, None,
+        f"{DEMO_BLOCK}, window {window}, head 0: SNN attention probabilities, mean of {t_max} steps",
+        xlabel=f"key token (0..{stage.window ** 2 - 1}, row by row in the window)",
+        ylabel="query token", colorbar_label="attention probability"))
     return written
+
+
+def _token_map(received, stage, patch):
+    """(nW, N) values per window token -> (H, W) image in pixels (each token covers patch x patch)."""
+    grid = window_reverse(received[..., None], stage.window, stage.resolution, stage.resolution)[..., 0]
+    return np.kron(grid, np.ones((patch, patch)))  # (H, W)
 
 
 def _window_ink(image, stage, patch):
@@ -388,13 +324,3 @@ def _window_ink(image, stage, patch):
     side = stage.window * patch
     h, w = image.shape[0] // side, image.shape[1] // side
     return image[:h * side, :w * side].reshape(h, side, w, side).sum(axis=(1, 3)).ravel()  # (nW,)
-
-
-def _overlay(image, heat):
-    """(H, W) uint8 image under a viridis map of ``heat`` (resized to the image if needed)."""
-    if heat.shape != image.shape:
-        heat = np.asarray(Image.fromarray(heat.astype(np.float32)).resize(image.shape[::-1], Image.BILINEAR))
-    u = (heat - heat.min()) / (np.ptp(heat) or 1.0)
-    # rgb = 0.45 * image + 0.55 * colormap(u)
-    rgb = 0.45 * image[..., None].astype(float) + 0.55 * plots.colormap(u)  # (H, W, 3)
-    return np.round(rgb).astype(np.uint8)

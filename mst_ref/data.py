@@ -4,7 +4,9 @@
 batches folder (pickles, read by a restricted unpickler), an image folder (one subfolder per class) or an
 ``.npz`` with ``images`` and ``labels`` (the shipped sample), into a ``Dataset`` of uint8 (n, H, W, C)
 images. ``prepare_images`` / ``iterate_batches`` turn those into the (B, Cin, img, img) float32 inputs of
-``MST.ann_forward`` and ``MST.snn_forward``: scaled to [0, 1], channel-converted, resized, normalised.
+``MST.ann_forward`` and ``MST.snn_forward``: scaled to [0, 1] and normalised; converted to the model's
+channel count and size only when asked (``resize=True``), since a model run on data of another shape is
+usually a mistake. Image folders get their labels by matching folder names to the model's class names.
 """
 
 import gzip
@@ -40,6 +42,7 @@ class Dataset:
     labels: np.ndarray  # (n,) int64
     classes: list = None  # class names (str), indexed by label; None -> "0", "1", ...
     name: str = ""  # where the data came from, for messages
+    label_note: str = ""  # how an image folder's labels were assigned, when the caller should say it
 
     def __post_init__(self):
         if self.images.ndim != 4 or self.images.dtype != np.uint8 or self.labels.shape != self.images.shape[:1]:
@@ -182,11 +185,65 @@ def _load_cifar_folder(folder, split, cifar100):
 
 
 # ---------------------------------------------------------------- image folder and .npz
-def _load_image_folder(folder, split):
+def class_key(name):
+    """A class or folder name as compared: lowercase, with '/', '-', '_' and runs of spaces alike.
+
+    A folder cannot be called "T-shirt/top", so "t-shirt_top", "T shirt top" and "T-SHIRT-TOP" all
+    name that class.
+    """
+    return " ".join(str(name).lower().translate(str.maketrans("/-_", "   ")).split())
+
+
+def folder_labels(folder_names, class_names=None):
+    """The class index of each image-folder name, and a note when the labels are a guess.
+
+    Parameters
+    ----------
+    folder_names : list of str
+        Names of the class subfolders.
+    class_names : list of str or None
+        The model's classes, indexed by label (a checkpoint records them as ``class_names``).
+
+    Returns
+    -------
+    labels : list of int, one per folder
+    classes : list of str, the class names indexed by label
+    note : str, empty unless the labels follow the sorted folder names (no class names to match)
+
+    Notes
+    -----
+    A folder whose name is an integer holds that class index. Otherwise, with class names, a folder
+    name must equal one of them as :func:`class_key` compares them; without, folders are numbered in
+    sorted order, which is right only if the model was trained with that order.
+    """
+    labels, numeric = [], all(n.isdigit() for n in folder_names)
+    if class_names is not None:
+        keys = {class_key(c): k for k, c in enumerate(class_names)}
+        for n in folder_names:
+            k = int(n) if n.isdigit() else keys.get(class_key(n))
+            if k is None or k >= len(class_names):
+                raise DataError(f"image folder {n!r} names no class of this model; folder names must be "
+                                f"one of {list(class_names)} (case, '/', '-', '_' and spaces are ignored) "
+                                f"or a class index 0..{len(class_names) - 1}")
+            labels.append(k)
+        if len(set(labels)) != len(labels):
+            raise DataError(f"two image folders name the same class: {folder_names} -> labels {labels}")
+        return labels, list(class_names), ""
+    if numeric:
+        labels = [int(n) for n in folder_names]
+        return labels, [str(k) for k in range(max(labels) + 1)], ""
+    return (list(range(len(folder_names))), list(folder_names),
+            f"labels follow the sorted folder names ({', '.join(f'{n}={k}' for k, n in enumerate(folder_names))}) "
+            "because the model records no class names; they are right only if it was trained in that order")
+
+
+def _load_image_folder(folder, split, class_names=None):
     if (folder / split).is_dir() and any(p.is_dir() for p in (folder / split).iterdir()):
         folder = folder / split  # root/test/<class>/*.png
     class_dirs = sorted(p for p in folder.iterdir() if p.is_dir())
-    files = [(path, label) for label, d in enumerate(class_dirs)
+    dir_labels, classes, note = folder_labels([d.name for d in class_dirs], class_names) if class_dirs \
+        else ([], [], "")
+    files = [(path, label) for label, d in zip(dir_labels, class_dirs)
              for path in sorted(d.iterdir()) if path.suffix.lower() in _IMAGE_SUFFIXES]
     if not files:
         raise DataError(f"{folder}: no images found in class subfolders; {_WRONG_PATH_HINT}")
@@ -201,10 +258,16 @@ def _load_image_folder(folder, split):
     channels = max(a.shape[2] for a in arrays)  # 'L' if all are gray, else 'RGB' (gray repeated)
     images = np.stack([np.repeat(a, channels // a.shape[2], axis=2) for a in arrays])  # (n, H, W, C)
     labels = np.array([label for _, label in files], dtype=np.int64)
-    return Dataset(images, labels, [d.name for d in class_dirs], folder.name)
+    return Dataset(images, labels, classes, folder.name, note)
 
 
 def _load_npz(path):
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic[:4] != b"PK\x03\x04":  # an .npz is a zip archive of .npy files
+        kind = "a single .npy array" if magic == b"\x93NUMPY" else f"not a zip archive (it starts with {magic!r})"
+        raise DataError(f"{path} is {kind}; an .npz dataset is a zip of arrays 'images' and 'labels', "
+                        "as written by np.savez(path, images=..., labels=...)")
     try:
         with np.load(path, allow_pickle=False) as z:
             images, labels = z["images"], z["labels"]
@@ -221,7 +284,7 @@ def _load_npz(path):
     return Dataset(images, labels.astype(np.int64), classes, path.stem)
 
 
-def load_dataset(path, split="test"):
+def load_dataset(path, split="test", class_names=None):
     """Load a dataset from a folder of IDX files, CIFAR batches, an image folder or an .npz.
 
     Parameters
@@ -229,7 +292,12 @@ def load_dataset(path, split="test"):
     path : str or Path
     split : {'test', 'train'}
         Which part of an IDX or CIFAR folder to read; an image folder uses ``path/split`` when it
-        exists and ``path`` itself otherwise; an .npz holds one split and ignores it.
+        exists and ``path`` itself otherwise. An .npz holds one set of images, read as 'test';
+        ``split='train'`` on an .npz is an error rather than silently the same images.
+    class_names : list of str or None
+        The model's class names, indexed by label: an image folder's subfolders are matched to them
+        (:func:`folder_labels`). Without them, integer folder names are labels and other names are
+        numbered in sorted order (``Dataset.label_note`` then says so).
 
     Returns
     -------
@@ -243,6 +311,9 @@ def load_dataset(path, split="test"):
         raise DataError(f"no such file or directory: {path}; {_WRONG_PATH_HINT}")
     if path.is_file():
         if path.suffix.lower() == ".npz":
+            if split != "test":
+                raise DataError(f"{path} is an .npz, which holds one set of images; split={split!r} cannot "
+                                "be chosen from it: pass a file (or folder) of those images instead")
             return _load_npz(path)
         raise DataError(f"{path} is a file but not an .npz; {_WRONG_PATH_HINT}")
     for sub in ("cifar-10-batches-py", "cifar-100-python"):  # the folders the CIFAR archives unpack to
@@ -254,7 +325,7 @@ def load_dataset(path, split="test"):
         return _load_cifar_folder(path, split, cifar100)
     if any("idx1" in n or "idx3" in n for n in names):
         return _load_idx_folder(path, split)
-    return _load_image_folder(path, split)
+    return _load_image_folder(path, split, class_names)
 
 
 # ---------------------------------------------------------------- model inputs
@@ -263,12 +334,14 @@ def normalize(x, mean, std):
     mean = np.asarray(mean, dtype=x.dtype).reshape(-1, 1, 1)  # (C or 1, 1, 1)
     std = np.asarray(std, dtype=x.dtype).reshape(-1, 1, 1)  # (C or 1, 1, 1)
     if mean.shape[0] not in (1, x.shape[1]) or std.shape[0] not in (1, x.shape[1]) or (std <= 0).any():
-        raise DataError(f"mean and std need 1 or {x.shape[1]} values, std > 0; got {mean.ravel()}, {std.ravel()}")
+        want = "1 value each" if x.shape[1] == 1 else f"1 value or {x.shape[1]} (one per channel) each"
+        raise DataError(f"mean and std need {want}, std > 0, for {x.shape[1]}-channel images; "
+                        f"got mean {mean.ravel().tolist()} and std {std.ravel().tolist()}")
     # x_hat = (x - mu_c) / sigma_c
     return (x - mean) / std
 
 
-def prepare_images(images, img_size, in_chans, mean, std):
+def prepare_images(images, img_size, in_chans, mean, std, resize=False):
     """Turn stored uint8 images into normalised float32 model inputs.
 
     Parameters
@@ -277,6 +350,10 @@ def prepare_images(images, img_size, in_chans, mean, std):
     img_size : int, side of the square model input
     in_chans : int, 1 or 3, channels the model takes
     mean, std : sequences of in_chans (or 1) floats, for images scaled to [0, 1]
+    resize : bool
+        Convert images whose size or channel count differs from the model's (see Notes); False: such
+        images are an error, since a model run on data it was not trained for gives numbers that
+        look plausible and mean little.
 
     Returns
     -------
@@ -293,6 +370,11 @@ def prepare_images(images, img_size, in_chans, mean, std):
         images = images[..., None]  # (n, H, W, 1)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] not in (1, 3):
         raise DataError(f"images must be uint8 (n, H, W, 1 or 3); got {images.dtype} {images.shape}")
+    if not resize and (images.shape[3] != in_chans or images.shape[1:3] != (img_size, img_size)):
+        raise DataError(f"images are {images.shape[3]} x {images.shape[1]} x {images.shape[2]} (channels x "
+                        f"height x width) but the model takes {in_chans} x {img_size} x {img_size}; "
+                        "convert them first, or pass resize=True to " + describe_conversion(
+                            images.shape[1:], img_size, in_chans))
     x = images.astype(np.float32).transpose(0, 3, 1, 2) / 255.0  # (n, C, H, W) in [0, 1]
     if x.shape[1] == 1 and in_chans == 3:
         x = np.repeat(x, 3, axis=1)  # (n, 3, H, W)
@@ -308,7 +390,19 @@ def prepare_images(images, img_size, in_chans, mean, std):
     return np.ascontiguousarray(normalize(x, mean, std), dtype=np.float32)
 
 
-def iterate_batches(dataset, batch_size, img_size, in_chans, mean, std, limit=None):
+def describe_conversion(shape, img_size, in_chans):
+    """What ``prepare_images(..., resize=True)`` does to images of ``shape`` (H, W, C), in words."""
+    h, w, c = (tuple(shape) + (1,))[:3]
+    steps = []
+    if c != in_chans:
+        steps.append("repeat the gray channel 3 times" if c == 1 else "turn RGB into gray (luma 0.299 R + "
+                     "0.587 G + 0.114 B)")
+    if (h, w) != (img_size, img_size):
+        steps.append(f"resize {h} x {w} to {img_size} x {img_size} pixels (bilinear)")
+    return " and ".join(steps) if steps else "leave them as they are"
+
+
+def iterate_batches(dataset, batch_size, img_size, in_chans, mean, std, limit=None, resize=False):
     """Yield model-ready batches in order, preparing one batch at a time.
 
     Parameters
@@ -317,6 +411,7 @@ def iterate_batches(dataset, batch_size, img_size, in_chans, mean, std, limit=No
     batch_size : int >= 1
     img_size, in_chans, mean, std : as in ``prepare_images``
     limit : int or None, use only the first ``limit`` items
+    resize : bool, as in ``prepare_images``
 
     Yields
     ------
@@ -328,7 +423,7 @@ def iterate_batches(dataset, batch_size, img_size, in_chans, mean, std, limit=No
     n = len(dataset) if limit is None else min(limit, len(dataset))
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        yield (prepare_images(dataset.images[start:stop], img_size, in_chans, mean, std),
+        yield (prepare_images(dataset.images[start:stop], img_size, in_chans, mean, std, resize),
                dataset.labels[start:stop].copy())
 
 

@@ -225,10 +225,10 @@ def test_commutation_check_affine_ops_commute_and_the_others_do_not():
 
 
 def test_parse_timesteps():
+    # the grammar every command shares (mst_ref.cli_common.parse_timesteps; tested in test_cli_common.py)
     assert parse_timesteps("1,2,4,...,64") == (1, 2, 4, 8, 16, 32, 64)
-    assert parse_timesteps("1,...,8") == (1, 2, 4, 8)
-    assert parse_timesteps("16, 4,4") == (4, 16)
-    for bad in ("...,4", "1,...", "1,x", "0,2", ""):
+    assert parse_timesteps("4, 16") == (4, 16)
+    for bad in ("...,4", "1,...", "1,...,8", "16,4", "4,4", "1,x", "0,2", ""):
         with pytest.raises(ValueError, match="timesteps"):
             parse_timesteps(bad)
 
@@ -253,7 +253,7 @@ def _analyze(*argv):
 
 def test_cli_analyze_prints_the_site_table_and_writes_the_heat_map(tiny_checkpoint, capsys):
     d = tiny_checkpoint
-    assert _analyze(d / "tiny.npz", "--data", d / "data.npz", "--timesteps", "1,2,...,8", "--limit", 3,
+    assert _analyze(d / "tiny.npz", "--data", d / "data.npz", "--timesteps", "1,2,4,...,8", "--limit", 3,
                     "--batch-size", 3, "--commutation", "--out", d / "out") == 0
     out, err = capsys.readouterr()
     lines = out.splitlines()

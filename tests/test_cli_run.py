@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mst_ref import cli_run
+from mst_ref import cli_common, cli_run
 from mst_ref.checkpoint import save_npz
-from mst_ref.cli_run import parse_timesteps
 from mst_ref.data import sample_path
 from mst_ref.models.mst_layout import MSTConfig, random_state_dict
 
@@ -22,7 +21,10 @@ TINY = MSTConfig(img_size=8, patch_size=2, in_chans=3, num_classes=3, embed_dim=
 
 
 def run(*argv):
-    """Parse ``argv`` with a parser holding only this module's commands and run it."""
+    """Parse ``argv`` with a parser holding only this module's commands and run it (errors propagate;
+    ``cli_common.run_command(name, run, argv)`` turns them into the CLI's message and status 2)."""
+    if len(argv) == 1 and isinstance(argv[0], list):
+        argv = argv[0]
     parser = argparse.ArgumentParser(prog="mst-ref")
     sub = parser.add_subparsers(dest="command", required=True)
     cli_run.add_eval_parser(sub)
@@ -52,22 +54,11 @@ def image_folder(tmp_path_factory):
     return root
 
 
-def test_parse_timesteps_expands_lists_and_rejects_junk():
-    assert parse_timesteps("1,2,4,...,128") == [1, 2, 4, 8, 16, 32, 64, 128]
-    assert parse_timesteps("8,16,24,...,40") == [8, 16, 24, 32, 40]
-    assert parse_timesteps("1,2,...,5") == [1, 2, 3, 4, 5]  # two values: a constant step
-    assert parse_timesteps("1,2,4,...,50") == [1, 2, 4, 8, 16, 32, 50]  # the last value is always kept
-    assert parse_timesteps("16, 4,4") == [4, 16]
-    for bad in ["", "0,2", "a,b", "1,...,8", "1,2,5,...,20", "4,2,...,64"]:
-        with pytest.raises(ValueError, match="--timesteps"):
-            parse_timesteps(bad)
-
-
 def test_eval_on_a_tiny_random_checkpoint_writes_consistent_json(tiny_checkpoint, image_folder, tmp_path,
                                                                   capsys):
     out = tmp_path / "res" / "eval.json"
-    assert run("eval", tiny_checkpoint, "--data", image_folder, "--timesteps", "1,2,...,6",
-               "--batch-size", "5", "--json", out) == 0
+    assert run("eval", tiny_checkpoint, "--data", image_folder, "--timesteps", "1,2,3,...,6",
+               "--batch-size", "5", "--json", out, "--resize") == 0
     result = json.loads(out.read_text())
     assert result["n"] == 12 and result["timesteps"] == [1, 2, 3, 4, 5, 6]
     assert result["mask_ratio"] == 0.5 == result["trained_mask_ratio"]  # default: the trained ratio
@@ -79,15 +70,17 @@ def test_eval_on_a_tiny_random_checkpoint_writes_consistent_json(tiny_checkpoint
     assert result["spikes_per_image"] > 0
     text = capsys.readouterr()
     assert "evaluating 12" in text.out and f"{result['snn_correct']['6']:>8}" in text.out
+    assert "--resize: the images are converted to the model's input: resize 10 x 10 to 8 x 8" in text.out
+    assert "labels follow the sorted folder names" in text.out  # the tiny model records no class names
     assert "84/84 image-steps" in text.err  # the progress bar: 12 images x (6 SNN steps + the ANN)
     # same seed and settings -> the same numbers (RSM draws from --seed); another seed -> its own masks
     again = tmp_path / "again.json"
-    run("eval", tiny_checkpoint, "--data", image_folder, "--timesteps", "1,2,...,6", "--batch-size", "5",
-        "--json", again)
+    run("eval", tiny_checkpoint, "--data", image_folder, "--timesteps", "1,2,3,...,6", "--batch-size", "5",
+        "--json", again, "--resize")
     assert json.loads(again.read_text()) == result
     unmasked = tmp_path / "p0.json"
     run("eval", tiny_checkpoint, "--data", image_folder, "--timesteps", "6", "--mask-ratio", "0",
-        "--json", unmasked, "--limit", "7")
+        "--json", unmasked, "--limit", "7", "--resize")
     assert json.loads(unmasked.read_text())["mask_ratio"] == 0 and json.loads(unmasked.read_text())["n"] == 7
 
 
@@ -96,8 +89,10 @@ def test_eval_on_the_shipped_sample_matches_the_library(tmp_path):
     assert run("eval", cli_run.data.shipped_file("mst_fashion.pth"), "--data", sample_path(),
                "--timesteps", "2,8", "--limit", "20", "--batch-size", "10", "--json", out) == 0
     result = json.loads(out.read_text())
-    model, mean, std, _ = cli_run.load_model(cli_run.data.shipped_file("mst_fashion.pth"))
+    loaded = cli_common.load_model(cli_run.data.shipped_file("mst_fashion.pth"))
+    model, mean, std = loaded.model, loaded.mean, loaded.std
     assert (mean, std) == ((0.286,), (0.353,))  # from the checkpoint's config
+    assert loaded.class_names[0] == "T-shirt/top" and result["class_names"] == loaded.class_names
     ds = cli_run.data.load_dataset(sample_path())
     x = cli_run.data.prepare_images(ds.images[:20], 28, 1, mean, std)
     ann = int((model.ann_forward(x).argmax(-1) == ds.labels[:20]).sum())
@@ -129,7 +124,7 @@ def test_eval_reads_idx_and_cifar_folders(layout, tiny_checkpoint, tmp_path):
     else:  # 32x32 RGB
         write_cifar_folder(tmp_path, rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8), labels)
     out = tmp_path / "r.json"
-    assert run("eval", tiny_checkpoint, "--data", tmp_path, "--timesteps", "1,3", "--json", out) == 0
+    assert run("eval", tiny_checkpoint, "--data", tmp_path, "--timesteps", "1,3", "--json", out, "--resize") == 0
     result = json.loads(out.read_text())
     assert result["n"] == 6 and set(result["snn_correct"]) == {"1", "3"}
     assert 0 <= result["ann_correct"] <= 6 and all(0 <= c <= 6 for c in result["snn_correct"].values())
@@ -141,10 +136,17 @@ def test_eval_reads_idx_and_cifar_folders(layout, tiny_checkpoint, tmp_path):
     (["--data", "SAMPLE", "--mask-ratio", "1.5"], "--mask-ratio must be in"),
     (["--data", "SAMPLE", "--limit", "0"], "--limit must be >= 1"),
     (["--data", "SAMPLE"], "has labels up to 9 but the checkpoint has 3 classes"),
+    (["--data", "GRAY28"], "pass --resize to repeat the gray channel 3 times and resize 28 x 28 to 8 x 8"),
+    (["--data", "SAMPLE", "--timesteps", "8,4"], "--timesteps values must increase"),
+    (["--data", "SAMPLE", "--mean", "0.1,0.2"], "--mean needs 1 or 3 values; got 2"),
+    (["--data", "SAMPLE", "--split", "train"], "holds one set of images; split='train' cannot"),
+    (["--data", "SAMPLE", "--json", "/proc/no/such/dir/x.json"], "--json /proc/no/such/dir/x.json cannot be written"),
 ])
-def test_eval_bad_arguments_fail_with_a_message_not_a_traceback(tiny_checkpoint, argv, message, capsys):
-    argv = [str(sample_path()) if a == "SAMPLE" else a for a in argv]
-    assert run("eval", tiny_checkpoint, *argv) == 2
+def test_eval_bad_arguments_fail_with_a_message_not_a_traceback(tiny_checkpoint, argv, message, capsys, tmp_path):
+    gray = tmp_path / "gray28.npz"  # Fashion-MNIST-shaped images with labels the tiny model has
+    np.savez(gray, images=np.zeros((4, 28, 28), np.uint8), labels=np.array([0, 1, 2, 0]))
+    argv = [str(sample_path()) if a == "SAMPLE" else str(gray) if a == "GRAY28" else a for a in argv]
+    assert cli_common.run_command("eval", run, ["eval", tiny_checkpoint, *argv]) == 2
     err = capsys.readouterr().err
     assert "mst-ref eval: error:" in err and message in err and "Traceback" not in err
 
@@ -152,7 +154,7 @@ def test_eval_bad_arguments_fail_with_a_message_not_a_traceback(tiny_checkpoint,
 def test_eval_bad_checkpoint_fails_with_a_message(tmp_path, capsys):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
-    assert run("eval", bad, "--data", sample_path(), "--limit", "2") == 2
+    assert cli_common.run_command("eval", run, ["eval", bad, "--data", sample_path(), "--limit", "2"]) == 2
     assert "mst-ref eval: error:" in capsys.readouterr().err
 
 
@@ -161,10 +163,10 @@ def test_demo_writes_its_pngs(tmp_path, capsys):
     assert run("demo", "--out", out, "--limit", "16", "--timesteps", "1,2,4,8", "--batch-size", "8") == 0
     text = capsys.readouterr().out
     assert "16 of the 1000 shipped" in text and "spikes per image" in text
-    assert "reproduces the model's spikes of 3 neurons: yes" in text
+    assert "reach lambda exactly when the model's 3 neurons spike: yes" in text
+    assert "image 0: a Ankle boot" in text  # class names from the checkpoint's config
     assert str(out.resolve()) in text
-    sizes = {"accuracy_vs_T.png": (640, 420), "spike_raster.png": (640, 420),
-             "membrane_traces.png": (640, 420), "attention_map.png": (3 * 28 * 6 + 4 * 6 + 8, 28 * 6 + 26)}
+    sizes = {"accuracy_vs_T.png": (720, 460), "spike_raster.png": (720, 460), "membrane_traces.png": (720, 460)}
     for name in [*sizes, "attention_window.png"]:
         assert name in text
         with Image.open(out / name) as im:

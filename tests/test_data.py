@@ -13,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 from PIL import Image
 
 from mst_ref import data
-from mst_ref.data import (FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD, DataError, Dataset,
+from mst_ref.data import (FASHION_MNIST_CLASSES, folder_labels, FASHION_MNIST_MEAN, FASHION_MNIST_STD, DataError, Dataset,
                           iterate_batches, load_dataset, load_idx, prepare_images, sample_path, shipped_file)
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -259,7 +259,7 @@ def test_image_folder_errors(tmp_path):
 def test_npz_round_trip(tmp_path, shape):
     images, labels = RNG.integers(0, 256, shape, dtype=np.uint8), np.arange(6) % 3
     np.savez(tmp_path / "s.npz", images=images, labels=labels)
-    ds = load_dataset(tmp_path / "s.npz", split="train")
+    ds = load_dataset(tmp_path / "s.npz")
     np.testing.assert_array_equal(ds.images.reshape(shape), images)
     np.testing.assert_array_equal(ds.labels, labels)
     assert ds.images.ndim == 4 and ds.classes == ["0", "1", "2"] and ds.name == "s"
@@ -273,8 +273,23 @@ def test_npz_errors(tmp_path):
     with pytest.raises(DataError, match="uint8"):
         load_dataset(tmp_path / "b.npz")
     (tmp_path / "c.npz").write_bytes(b"not a zip")
-    with pytest.raises(DataError, match="not a readable .npz"):
+    with pytest.raises(DataError, match="c.npz is not a zip archive .* an .npz dataset is a zip of arrays"):
         load_dataset(tmp_path / "c.npz")
+    (tmp_path / "t.npz").write_text("images,labels\n1,2\n")  # a text file named .npz: not numpy's pickle advice
+    with pytest.raises(DataError, match="not a zip archive") as err:
+        load_dataset(tmp_path / "t.npz")
+    assert "allow_pickle" not in str(err.value)
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    (tmp_path / "one.npy").rename(tmp_path / "one.npz")
+    with pytest.raises(DataError, match="a single .npy array"):
+        load_dataset(tmp_path / "one.npz")
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04" + b"\0" * 20)  # zip magic, then garbage
+    with pytest.raises(DataError, match="not a readable .npz"):
+        load_dataset(tmp_path / "broken.npz")
+    # an .npz holds one set of images: split='train' is refused, not silently the same images
+    np.savez(tmp_path / "s.npz", images=np.zeros((2, 3, 3), np.uint8), labels=np.zeros(2, int))
+    with pytest.raises(DataError, match="holds one set of images; split='train' cannot be chosen"):
+        load_dataset(tmp_path / "s.npz", split="train")
 
 
 def test_wrong_paths(tmp_path):
@@ -285,7 +300,7 @@ def test_wrong_paths(tmp_path):
         load_dataset(tmp_path / "x.txt")
     with pytest.raises(DataError, match="split"):
         load_dataset(tmp_path, split="val")
-    with pytest.raises(DataError, match="not found"):
+    with pytest.raises(DataError, match="not in this mst_ref installation"):
         shipped_file("no_such_file.npz")
 
 
@@ -301,30 +316,37 @@ def test_prepare_images_gray_no_resize_is_exact():
 
 def test_prepare_images_channel_conversion():
     rgb = random_images(2, 4, 4, 3)
-    gray = prepare_images(rgb, 4, 1, (0.0,), (1.0,))
+    with pytest.raises(DataError, match=r"images are 3 x 4 x 4 .* model takes 1 x 4 x 4; .* resize=True to turn RGB"):
+        prepare_images(rgb, 4, 1, (0.0,), (1.0,))  # a mismatch is refused unless asked for
+    gray = prepare_images(rgb, 4, 1, (0.0,), (1.0,), resize=True)
     luma = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]) / 255.0  # ITU-R 601
     np.testing.assert_allclose(gray[:, 0], luma, atol=1e-6)
     # gray -> RGB repeats the channel, then each channel gets its own mean and std
     g = random_images(2, 4, 4, 1)
-    x = prepare_images(g, 4, 3, (0.1, 0.2, 0.3), (0.5, 0.25, 2.0))
+    x = prepare_images(g, 4, 3, (0.1, 0.2, 0.3), (0.5, 0.25, 2.0), resize=True)
     for ch, (m, s) in enumerate([(0.1, 0.5), (0.2, 0.25), (0.3, 2.0)]):
         np.testing.assert_allclose(x[:, ch], (g[..., 0] / 255.0 - m) / s, atol=1e-5)
     with pytest.raises(DataError, match="in_chans=2"):
-        prepare_images(rgb, 4, 2, (0.0,), (1.0,))
-    with pytest.raises(DataError, match="mean and std"):
+        prepare_images(rgb, 4, 2, (0.0,), (1.0,), resize=True)
+    with pytest.raises(DataError, match=r"mean and std need 1 value or 3 \(one per channel\) each"):
         prepare_images(rgb, 4, 3, (0.0, 0.0), (1.0,))
+    with pytest.raises(DataError, match="mean and std need 1 value each, std > 0, for 1-channel images"):
+        prepare_images(g, 4, 1, (0.0, 0.0), (1.0,))
 
 
 @pytest.mark.parametrize("size", [14, 28, 40, 56])
 def test_prepare_images_resize_matches_pillow(size):
     images = random_images(2, 28, 28, 1)
-    x = prepare_images(images, size, 1, (0.0,), (1.0,))
+    if size != 28:
+        with pytest.raises(DataError, match=f"resize 28 x 28 to {size} x {size} pixels"):
+            prepare_images(images, size, 1, (0.0,), (1.0,))
+    x = prepare_images(images, size, 1, (0.0,), (1.0,), resize=True)
     assert x.shape == (2, 1, size, size)
     for k in range(2):  # pillow's own 8-bit bilinear path, an independent oracle up to its rounding
         ref = np.asarray(Image.fromarray(images[k, :, :, 0]).resize((size, size), Image.BILINEAR)) / 255.0
         np.testing.assert_allclose(x[k, 0], ref, atol=1.01 / 255)
     const = np.full((1, 9, 9, 3), 200, np.uint8)  # bilinear keeps a constant image constant
-    np.testing.assert_allclose(prepare_images(const, size, 3, (0.0,), (1.0,)), 200 / 255, atol=1e-6)
+    np.testing.assert_allclose(prepare_images(const, size, 3, (0.0,), (1.0,), resize=True), 200 / 255, atol=1e-6)
 
 
 @settings(max_examples=40, deadline=None)
@@ -377,3 +399,49 @@ def test_fashion_mnist_mean_std_constants():
     mean = x.mean(dtype=np.float64) / 255
     std = np.sqrt((x.astype(np.float64) ** 2).mean() / 255**2 - mean**2)
     assert abs(mean - FASHION_MNIST_MEAN[0]) < 5e-5 and abs(std - FASHION_MNIST_STD[0]) < 5e-5
+
+
+# ---------------------------------------------------------------- image folders named by class
+
+FASHION_FOLDERS = ["Ankle boot", "Bag", "Coat", "Dress", "Pullover", "Sandal", "Shirt", "Sneaker",
+                   "T-shirt_top", "Trouser"]  # as a user names them (a folder cannot hold '/')
+
+
+def test_folders_named_by_class_get_the_models_labels(tmp_path):
+    for k, name in enumerate(FASHION_FOLDERS):
+        (tmp_path / name).mkdir()
+        Image.fromarray(np.full((4, 4), k, np.uint8)).save(tmp_path / name / "a.png")
+    ds = load_dataset(tmp_path, class_names=FASHION_MNIST_CLASSES)
+    # sorted folders are Ankle boot, Bag, ...: each image is labelled by its class name, not its position
+    by_pixel = {int(img[0, 0, 0]): int(label) for img, label in zip(ds.images, ds.labels)}
+    assert {FASHION_FOLDERS[p]: FASHION_MNIST_CLASSES[lab] for p, lab in by_pixel.items()} == {
+        f: {"T-shirt_top": "T-shirt/top"}.get(f, f) for f in FASHION_FOLDERS}
+    assert ds.classes == FASHION_MNIST_CLASSES and ds.label_note == ""
+
+
+@pytest.mark.parametrize("folder, label", [("t-shirt top", 0), ("T_SHIRT-TOP", 0), ("ankle_boot", 9),
+                                           ("ANKLE   BOOT", 9), ("7", 7), ("0", 0)])
+def test_folder_names_match_case_and_separators_alike_and_integers_are_indices(folder, label):
+    assert folder_labels([folder], FASHION_MNIST_CLASSES)[0] == [label]
+
+
+def test_unknown_folder_name_lists_the_known_ones():
+    with pytest.raises(DataError, match=r"'Boots' names no class of this model; .*'Ankle boot'\]"):
+        folder_labels(["Bag", "Boots"], FASHION_MNIST_CLASSES)
+    with pytest.raises(DataError, match="class index 0..9"):
+        folder_labels(["12"], FASHION_MNIST_CLASSES)
+    with pytest.raises(DataError, match="same class"):
+        folder_labels(["bag", "8"], FASHION_MNIST_CLASSES)
+
+
+def test_without_class_names_integers_are_labels_and_names_fall_back_to_sorted_order_with_a_note():
+    assert folder_labels(["0", "1", "3"]) == ([0, 1, 3], ["0", "1", "2", "3"], "")
+    labels, classes, note = folder_labels(["bag", "coat"])
+    assert labels == [0, 1] and classes == ["bag", "coat"]
+    assert "sorted folder names (bag=0, coat=1)" in note and "no class names" in note
+
+
+@pytest.mark.parametrize("name", ["mst_fashion.pth", "mst_fashion_rsm75.pth"])
+def test_shipped_checkpoints_record_their_class_names(name):
+    from mst_ref.checkpoint import load_state_dict
+    assert load_state_dict(shipped_file(name))[1]["config"]["class_names"] == FASHION_MNIST_CLASSES

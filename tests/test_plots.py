@@ -104,17 +104,18 @@ def test_traces_put_higher_potentials_higher_and_dash_the_threshold(tmp_path):
     # y spans [0, 1] padded by 5%: 0.2, 0.8 and 1.0 are 0.6 and 0.2 of the range apart
     assert red_rows.mean() < high.mean() < low.mean()
     assert abs((low.mean() - high.mean()) / (high.mean() - red_rows.mean()) - 3) < 0.1
-    assert 0.4 < red_cols.size / 2 / (WIDTH - RIGHT - LEFT) < 0.8  # dashed: 6 on, 4 off
+    assert 0.5 < np.unique(red_cols).size / (WIDTH - RIGHT - LEFT) < 0.75  # dashed: 6 on, 4 off
 
 
 def test_heatmap_colours_cells_by_value(tmp_path):
     m = np.array([[0.0, 1.0], [2.0, 3.0]])
     a = pixels(heatmap_png(tmp_path / "h.png", m, ["r0", "r1"], ["c0", "c1"], "map"))
-    cell = 40  # min(40, 480 // 2)
+    cell = 40  # min(40, 480 // 2), wider than a line of text and than the labels "c0", "c1"
+    x0 = where_color(a, tuple(plots.colormap(np.array([0.0]))[0]))[1].min()  # the grid's left edge
     centers = {}
     for value in range(4):
         color = plots.colormap(np.array([value / 3]))[0]
-        rows, cols = where_color(a[:, :-110], tuple(color))  # the colour bar is in the last 110 columns
+        rows, cols = where_color(a[:, :x0 + 2 * cell], tuple(color))  # the colour bar lies further right
         assert rows.size == cell * cell
         centers[value] = (np.median(rows), np.median(cols))
     assert centers[0][0] == centers[1][0] and centers[0][1] + cell == centers[1][1]  # right of (0, 0)
@@ -152,3 +153,66 @@ def test_bad_inputs_raise_value_error_naming_the_problem(tmp_path, call, message
     with pytest.raises(ValueError, match=message):
         call(tmp_path / "x.png")
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def band_thickness(a, color, col):
+    """Rows of ``color`` in pixel column ``col`` (the vertical extent of a line there)."""
+    return int(((a[:, col] == np.array(color)).all(axis=-1)).sum())
+
+
+def test_lines_have_one_width_whatever_their_slope(tmp_path):
+    # a flat line and a 45-degree line (in pixels): the perpendicular width is the same
+    x = np.arange(2.0)
+    a = pixels(line_chart_png(tmp_path / "w.png", x, {"flat": [0.5, 0.5], "slope": [0.0, 1.0]}, "t", "x", "y"))
+    col = LEFT + 80  # away from the markers at the ends and from the crossing in the middle
+    flat = band_thickness(a, PALETTE[0], col)
+    top = box_top(a)
+    rows, cols = where_color(a[top:], PALETTE[1])
+    slope = abs(np.polyfit(cols, rows, 1)[0])  # rows per column of the sloped line
+    # vertical extent of a band of width w at slope s is w * sqrt(1 + s^2): compare perpendicular widths
+    perpendicular = band_thickness(a, PALETTE[1], WIDTH - RIGHT - 80) / np.sqrt(1 + slope ** 2)
+    assert flat >= 2 and abs(perpendicular - flat) <= 1.0, (flat, perpendicular)
+
+
+def test_dashed_series_are_drawn_on_top_of_curves(tmp_path):
+    x = np.arange(5.0)
+    a = pixels(line_chart_png(tmp_path / "d.png", x, {"bound": [1.0] * 5, "curve": [1.0] * 5}, "t", "x", "y",
+                              dashed={"bound"}))
+    top = box_top(a)
+    assert where_color(a[top:], PALETTE[0])[0].size > 100  # the bound (first, dashed) is visible over the curve
+    with pytest.raises(ValueError, match="dashed names"):
+        line_chart_png(tmp_path / "e.png", x, {"a": x}, "t", "x", "y", dashed={"b"})
+
+
+def test_heatmap_labels_every_row_and_column_and_ticks_its_colour_bar(tmp_path):
+    R, C = 40, 12  # the analyze heat map's shape: many sites, several T
+    m = np.arange(R * C, dtype=float).reshape(R, C)
+    path = heatmap_png(tmp_path / "big.png", m, [f"site {i}" for i in range(R)], [f"T={2 ** j}" for j in range(C)],
+                       "map", xlabel="T", ylabel="site", colorbar_label="error")
+    a = pixels(path)
+    cells = np.nonzero((a.max(-1) - a.min(-1) > 40).any(axis=1))[0]  # rows with colour
+    probe = Image.new("RGB", (1, 1))
+    from PIL import ImageDraw
+    text_h = ImageDraw.Draw(probe).textbbox((0, 0), "Ag", font=plots._font())[3]
+    assert a.shape[0] >= R * (text_h + 2)  # every row at least a line of text tall
+    # the column labels fit their cells: the grid is at least as wide as the labels laid end to end
+    widths = [ImageDraw.Draw(probe).textbbox((0, 0), f"T={2 ** j}", font=plots._font())[2] for j in range(C)]
+    assert a.shape[1] >= C * max(widths)
+    # the colour bar: a column of viridis from yellow (top) to purple, with black tick marks to its right
+    yellow = where_color(a, tuple(plots.colormap(np.array([1.0]))[0]))
+    bar_col = yellow[1].max()
+    ticks = np.nonzero((a[cells.min():cells.max(), bar_col + 4] == 0).all(axis=-1))[0]
+    assert len(ticks) >= 4  # at least four ticks, not just the two ends
+
+
+def test_image_panels_share_one_colour_scale(tmp_path):
+    image = np.zeros((4, 4), np.uint8)
+    image[1, 1] = 255
+    low, high = np.zeros((4, 4)), np.full((4, 4), 0.5)
+    a = pixels(plots.image_panels_png(tmp_path / "p.png", [image, low, high], ["img", "low", "high"],
+                                      "panels", colorbar=(0.0, 0.5, "probability"), scale=5))
+    assert where_color(a, (255, 255, 255))[0].size > 0
+    purple, yellow = tuple(plots.colormap(np.array([0.0]))[0]), tuple(plots.colormap(np.array([1.0]))[0])
+    assert where_color(a, purple)[0].size >= 16 * 25 and where_color(a, yellow)[0].size >= 16 * 25
+    with pytest.raises(ValueError, match="one title per panel"):
+        plots.image_panels_png(tmp_path / "q.png", [image], [], "t", colorbar=(0, 1, "x"))
