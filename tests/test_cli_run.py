@@ -177,3 +177,24 @@ def test_demo_writes_its_pngs(tmp_path, capsys):
         # not blank: beyond the white background, many pixels in colour (curves, spikes, maps)
         colourful = (a.max(axis=-1) - a.min(axis=-1) > 60).sum()
         assert colourful > 300, (name, colourful)
+
+
+def test_folders_named_by_class_score_like_folders_named_by_index(tmp_path, capsys):
+    """The shipped model on sample images saved as PNGs, one folder per class: named "Ankle boot",
+    "T-shirt_top", ... or 9, 0, ... must give the same labels, so the same accuracy."""
+    ds = cli_run.data.load_dataset(sample_path())
+    names = cli_run.data.FASHION_MNIST_CLASSES
+    for layout in ("by_name", "by_index"):
+        for i in range(30):
+            label = int(ds.labels[i])
+            folder = tmp_path / layout / (names[label].replace("/", "_") if layout == "by_name" else str(label))
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(ds.images[i, :, :, 0]).save(folder / f"{i:03d}.png")
+    results = {}
+    for layout in ("by_name", "by_index"):
+        out = tmp_path / f"{layout}.json"
+        assert run("eval", cli_run.data.shipped_file("mst_fashion.pth"), "--data", tmp_path / layout,
+                   "--timesteps", "1", "--json", out) == 0
+        results[layout] = json.loads(out.read_text())
+    assert "sorted folder names" not in capsys.readouterr().out  # labels came from the class names
+    assert results["by_name"]["ann_correct"] == results["by_index"]["ann_correct"] >= 24  # ~90% of 30
