@@ -264,8 +264,10 @@ def _write_atomically(path, write, check=None):
     suffix = ".safetensors" if base.lower().endswith(".safetensors") else ".npz"
     tmp = os.path.join(folder, f".{base}.{secrets.token_hex(4)}.tmp{suffix}")
     os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    mode = os.stat(tmp).st_mode & 0o777       # 0666 less the umask, as open() gives any new file
     try:
         write(tmp)
+        os.chmod(tmp, mode)                   # safetensors re-creates the file with mode 0600
         if check is not None:
             check(tmp)
         os.replace(tmp, path)
@@ -323,7 +325,7 @@ def convert_checkpoint(source, target, overwrite=False):
 
     def check(tmp):
         back, _ = load_state_dict(tmp)
-        same = list(back) == list(state) and all(
+        same = sorted(back) == sorted(state) and all(
             back[k].dtype == v.dtype and back[k].shape == v.shape and back[k].tobytes() == v.tobytes()
             for k, v in state.items())
         if not same:
@@ -417,8 +419,16 @@ def _refuse(path, problems):
                           + "\n  ".join(problems[:50]) + more)
 
 
-def load_checkpoint(path, img_size=None, dtype=np.float32):
-    """Load a checkpoint into an :class:`mst_ref.models.mst.MST`.
+def load_checkpoint(path, img_size=None, dtype=np.float32, qcfs_levels=None):
+    """Load a checkpoint into the model of its family: an MST, or a QCFS ResNet-18 / VGG-16.
+
+    The family is read off the keys (:func:`mst_ref.models.qcfs_cnn.is_cnn_state`: ``conv1.0.weight``
+    + ``fc.weight`` is a ResNet-18, ``layer1.0.weight`` + ``classifier.1.weight`` a VGG-16, older
+    ``up`` names renamed to ``thresh``); anything else is read as an MST. ``qcfs_levels``: L of the
+    ANN's QCFS; None means the checkpoint's recorded ``qcfs_levels``, else the family's published
+    default (16 for MST, 8 for the QCFS CNNs).
+
+    MST:
 
     ``img_size`` defaults to the checkpoint's config (``DATA.IMG_SIZE`` / ``img_size``); the model
     raises ValueError when it is neither given nor inferable from ``attn_mask``. ``qcfs_levels`` (L,
@@ -431,22 +441,45 @@ def load_checkpoint(path, img_size=None, dtype=np.float32):
 
     state, meta = load_state_dict(path)
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    if qcfs_levels is not None and not _positive_int(qcfs_levels):
+        raise ValueError(f"qcfs_levels must be an integer >= 1 or None; got {qcfs_levels!r}")
+    from mst_ref.models.qcfs_cnn import is_cnn_state, rename_legacy_keys
+    if is_cnn_state(rename_legacy_keys(state)):
+        return _load_cnn(path, state, config, img_size, dtype, qcfs_levels)
     # every problem at once, before a model is built: values (any family), then the MST layout
     problems = validate_state(state)
     try:
-        arch = infer_config(state, img_size or config_img_size(config), config_qcfs_levels(config))
+        arch = infer_config(state, img_size or config_img_size(config), qcfs_levels or config_qcfs_levels(config))
         problems += state_problems(state, arch)
     except ValueError as e:
         problems.append(str(e))
     if problems:
         _refuse(path, problems)
     model = MST.from_state_dict(state, img_size=img_size or config_img_size(config), dtype=dtype,
-                                qcfs_levels=config_qcfs_levels(config))
+                                qcfs_levels=qcfs_levels or config_qcfs_levels(config))
     ratio = config_mask_ratio(config)
     if ratio is not None:
         model.trained_mask_ratio = ratio
         if dataclasses.is_dataclass(model.config) and hasattr(model.config, "mask_ratio"):
             model.config = dataclasses.replace(model.config, mask_ratio=ratio)
+    return model
+
+
+def _load_cnn(path, state, config, img_size, dtype, qcfs_levels):
+    """A :class:`mst_ref.models.qcfs_cnn.QCFSCNN` from an official QCFS state dict (every problem listed)."""
+    from mst_ref.models.qcfs_cnn import QCFSCNN, infer_cnn_config, rename_legacy_keys
+
+    state = rename_legacy_keys(state)
+    levels = qcfs_levels or config_qcfs_levels(config, default=8)
+    problems = validate_state(state)
+    try:
+        arch = infer_cnn_config(state, img_size or config_img_size(config), levels, config)
+    except ValueError as e:
+        problems.append(str(e))
+    if problems:
+        _refuse(path, problems)
+    model = QCFSCNN(arch, state, dtype)
+    model.trained_mask_ratio = arch.mask_ratio
     return model
 
 

@@ -95,7 +95,7 @@ def ann_macs_by_layer(config):
     dense, analog = dense_product_macs(config), analog_macs(config)
     after = _after(config)
     for name in site_names(config):
-        out[name] = neurons[name] * fan[name]
+        out[name] = int(round(neurons[name] * fan[name]))
         for op in after.get(name, ()):
             out[op] = dense[op]
     return out | analog
@@ -106,7 +106,7 @@ def ann_macs(config):
     return sum(ann_macs_by_layer(config).values())
 
 
-def sops_by_site(config, spike_counts, product_counts):
+def sops_by_site(config, spike_counts, product_counts, synaptic_events=None):
     """SOPs of each site and product: spikes x fan-out, and the nonzero pairs of each product.
 
     Parameters
@@ -116,6 +116,9 @@ def sops_by_site(config, spike_counts, product_counts):
         Site -> spikes (e.g. ``SNNResult.spike_counts_by_site``: all steps, whole batch).
     product_counts : dict of {str: int}
         Product op -> multiplies with both operands nonzero, same steps and batch.
+    synaptic_events : dict of {str: int} or None
+        Site -> synapses its spikes reached, counted position by position (the CNNs' convolutions,
+        whose fan-out is smaller at the borders); these replace spikes x mean fan-out.
 
     Returns
     -------
@@ -123,11 +126,11 @@ def sops_by_site(config, spike_counts, product_counts):
         Every site in forward order, each product op right after the site that completes its operands
         (``attn.qk`` after ``attn.k_if``, ``attn.pv`` after ``attn.v_if``).
     """
-    fan, after = fan_outs(config), _after(config)
+    fan, after, events = fan_outs(config), _after(config), synaptic_events or {}
     out = {}
     for name in site_names(config):
-        # SOPs = spikes x fan-out
-        out[name] = int(spike_counts[name]) * fan[name]
+        # SOPs = spikes x fan-out (or the synapses counted position by position)
+        out[name] = int(events[name]) if name in events else int(round(int(spike_counts[name]) * fan[name]))
         for op in after.get(name, ()):
             out[op] = int(product_counts[op])
     return out

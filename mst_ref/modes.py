@@ -307,6 +307,11 @@ class Mode:
     product_pairs : dict of {str: list of ndarray}
         SNN: product name -> ``(steps,)`` int64 counts of multiplies with both operands nonzero
         (:func:`nonzero_pairs`) of each call; for energy accounting.
+    fan_out_maps : dict of {str: (H, W) int ndarray}
+        SNN: sites whose spikes are weighed position by position (the QCFS CNNs' convolutions, whose
+        fan-out is smaller at the borders); see :meth:`count_synaptic_events`.
+    synaptic_events : dict of {str: list of ndarray}
+        SNN: site name -> ``(steps,)`` int64 synapses reached by its spikes, of each call (sites with a map).
     quantizer : callable
         ANN: the QCFS of the model family, ``f(x, threshold, levels)`` (:func:`mst_ref.qcfs.qcfs` for MST,
         :func:`mst_ref.qcfs.qcfs_clamp_first` for the QCFS CNNs: the same function, each family's own
@@ -342,6 +347,8 @@ class Mode:
     burst_max: object = None
     _units: dict = field(default_factory=dict, repr=False)  # signed / burst site -> output of one spike
     _recent: list = field(default_factory=list, repr=False)  # last outputs of such sites, with their unit
+    fan_out_maps: dict = field(default_factory=dict)
+    synaptic_events: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.compensation not in COMPENSATIONS:
@@ -458,8 +465,35 @@ class Mode:
         if self.spiking:
             counts = np.count_nonzero(y.reshape(y.shape[0], -1), axis=1)  # (T,)
             self.observe(name, y.shape[1:], counts, y)
+            if name in self.fan_out_maps:
+                self.count_synaptic_events(name, y != 0 if self.neuron == "if" else self.spike_events(name, y))
         else:
             self.observe(name, y.shape, None, y)
+
+    def count_synaptic_events(self, name, spikes):
+        """Book the synapses reached by the spikes of site ``name`` at each step, position by position.
+
+        Parameters
+        ----------
+        name : str
+            A site with a map in ``fan_out_maps``.
+        spikes : (T, B, H, W, C) or (T, B, F) ndarray
+            Spikes per neuron and step (bool, or a count of spikes for neurons that fire several).
+
+        Notes
+        -----
+        .. math:: \\mathrm{events}_t = \\sum_{b, i, j, c} s_t[b, i, j, c]\\, F[i, j]
+
+        with F the site's fan-out map (synapses one spike at position (i, j) reaches): exact at the
+        borders of a convolution, where a plain count x mean fan-out would only be close.
+        """
+        fmap = self.fan_out_maps[name]  # (H, W)
+        if spikes.ndim == 5:
+            per_position = spikes.sum(axis=(1, 4), dtype=np.int64)  # (T, H, W)
+            events = (per_position * fmap).sum(axis=(1, 2))  # (T,)
+        else:
+            events = spikes.reshape(spikes.shape[0], -1).sum(axis=1, dtype=np.int64) * int(fmap.reshape(-1)[0])
+        self.synaptic_events.setdefault(name, []).append(np.asarray(events, dtype=np.int64))
 
     def observe(self, name, shape, counts=None, y=None):
         """Book one call of site ``name``: its output shape, its spike counts, its output if recorded.

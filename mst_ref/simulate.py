@@ -53,8 +53,11 @@ class SNNResult:
     product_pairs_per_step : dict of {str: (T,) int64 ndarray}
         Product (``<block>.attn.qk``, ``<block>.attn.pv``) -> multiplies with both operands nonzero at
         each step, whole batch (:func:`mst_ref.modes.nonzero_pairs`).
-    config : MSTConfig or None
+    config : MSTConfig, CNNConfig or None
         The model's architecture, for the energy accounting (:mod:`mst_ref.energy`).
+    synaptic_events_per_step : dict of {str: (T,) int64 ndarray}
+        Sites whose spikes were weighed position by position (the CNNs' convolutions) -> synapses
+        reached at each step, whole batch (:meth:`mst_ref.modes.Mode.count_synaptic_events`).
     neuron : str
         The neuron of every site: "if" (published), "signed", "burst" or "signed-burst".
     max_spikes : int
@@ -73,6 +76,7 @@ class SNNResult:
     config: object = None
     neuron: str = "if"
     max_spikes: int = 1
+    synaptic_events_per_step: dict = field(default_factory=dict)
 
     @property
     def timesteps(self):
@@ -123,7 +127,8 @@ class SNNResult:
     def sops_by_site(self):
         """dict site or product -> int: SOPs (spikes x fan-out; product pairs), all steps, whole batch."""
         pairs = {name: int(c.sum()) for name, c in self.product_pairs_per_step.items()}
-        return energy.sops_by_site(self._energy_config(), self.spike_counts_by_site, pairs)
+        events = {name: int(c.sum()) for name, c in self.synaptic_events_per_step.items()}
+        return energy.sops_by_site(self._energy_config(), self.spike_counts_by_site, pairs, events)
 
     @property
     def sops(self):
@@ -234,4 +239,5 @@ class StepSimulator:
             config=self.model.config,
             neuron=mode.neuron,
             max_spikes=mode.max_spikes,
+            synaptic_events_per_step={n: np.concatenate(c) for n, c in mode.synaptic_events.items()},
         )
