@@ -463,10 +463,15 @@ class Mode:
     def _observe(self, name, y):
         """Keep the outputs of recorded sites; count the spikes of every SNN site."""
         if self.spiking:
-            counts = np.count_nonzero(y.reshape(y.shape[0], -1), axis=1)  # (T,)
+            if self.neuron == "if":
+                counts = np.count_nonzero(y.reshape(y.shape[0], -1), axis=1)  # (T,)
+            else:  # a burst of k spikes is k events, a negative spike one
+                events = self.spike_events(name, y)  # (T, ...)
+                counts = events.reshape(y.shape[0], -1).sum(axis=1)  # (T,)
+                self._recent = (self._recent + [(y, self._units[name])])[-4:]  # for product operands
             self.observe(name, y.shape[1:], counts, y)
             if name in self.fan_out_maps:
-                self.count_synaptic_events(name, y != 0 if self.neuron == "if" else self.spike_events(name, y))
+                self.count_synaptic_events(name, y != 0 if self.neuron == "if" else events)
         else:
             self.observe(name, y.shape, None, y)
 
