@@ -131,6 +131,33 @@ def ratio(value, flag):
     return value
 
 
+
+def add_neuron_arguments(p):
+    """``--neuron`` and ``--burst-max``: the SNN's neuron (:data:`mst_ref.neurons.NEURONS`)."""
+    from .neurons import NEURONS
+    p.add_argument("--neuron", choices=NEURONS, default="if",
+                   help="SNN neuron: if (published), signed (negative spikes take back over-firing), burst "
+                        "(up to --burst-max spikes of lambda/K per step), signed-burst (default if)")
+    p.add_argument("--burst-max", type=int, default=None, metavar="K",
+                   help="burst neurons: spikes per step (default L, the model's QCFS levels)")
+
+
+def neuron_options(args):
+    """``dict(neuron=..., burst_max=...)`` of ``args`` for ``snn_forward``; UsageError for a bad pair."""
+    if args.burst_max is not None:
+        at_least(args.burst_max, 1, "--burst-max")
+        if "burst" not in args.neuron:
+            raise UsageError(f"--burst-max applies to --neuron burst or signed-burst; got --neuron {args.neuron}")
+    return {"neuron": args.neuron, "burst_max": args.burst_max}
+
+
+def neuron_label(options, levels):
+    """``"burst (K=8 spikes per step)"``: the neuron of a run, for the commands' headers."""
+    if options["neuron"] in ("if", "signed"):
+        return options["neuron"] + (" (published)" if options["neuron"] == "if" else " (one spike of +-lambda per step)")
+    K = levels if options["burst_max"] is None else options["burst_max"]
+    return f"{options['neuron']} (up to K={K} spikes of lambda/K per step)"
+
 # ---------------------------------------------------------------- output paths, checked up front
 def check_output_file(path, flag):
     """Make sure a file can be written at ``path`` before any work starts; return it as a Path.
@@ -255,13 +282,15 @@ def load_data(path, loaded, split="test", resize=False, limit=None):
 
 # ---------------------------------------------------------------- progress and the first compile
 def kernels_compiled():
-    """Whether Numba's cache already holds mst_ref's kernels (False: the first run compiles them)."""
+    """Whether Numba's cache already holds mst_ref's kernels (False: this is the first run, which
+    compiles them). Any cached kernel counts: a run compiles only the kernels it uses, so the ones for
+    other neuron kinds may stay uncompiled, and compiling one later takes seconds, not a minute."""
     try:
         from numba.core.registry import CPUDispatcher
 
         from . import kernels
         dispatchers = [v for v in vars(kernels).values() if isinstance(v, CPUDispatcher)]
-        return all(Path(d._cache._cache_file._index_path).is_file() for d in dispatchers)
+        return any(Path(d._cache._cache_file._index_path).is_file() for d in dispatchers)
     except Exception:  # numba internals moved: assume compiled rather than print a wrong note
         return True
 
