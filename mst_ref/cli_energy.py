@@ -19,7 +19,8 @@ import sys
 import numpy as np
 
 from . import energy
-from .cli_common import (UsageError, at_least, load_data, load_model, note_compiling, override_normalisation,
+from .cli_common import (UsageError, add_neuron_arguments, at_least, load_data, load_model, neuron_label,
+                         neuron_options, note_compiling, override_normalisation,
                          parse_floats, parse_timesteps, ratio)
 from .data import iterate_batches, sample_path
 from .ratio_search import evaluate_ratios, search_block_ratios
@@ -83,6 +84,7 @@ def _common_arguments(p):
     p.add_argument("--std", default=None, help="normalisation std, comma-separated (default: checkpoint)")
     p.add_argument("--e-ac", type=float, default=energy.E_AC_PJ, help="pJ per SOP (default 0.9)")
     p.add_argument("--e-mac", type=float, default=energy.E_MAC_PJ, help="pJ per MAC (default 4.6)")
+    add_neuron_arguments(p)
     p.add_argument("--resize", action="store_true",
                    help="convert images of another size or channel count to the model's input (else an error)")
 
@@ -120,6 +122,9 @@ def cmd_mask_sweep(args):
     ratios = [_check_ratio(p, "--ratios values") for p in _floats(args.ratios, "--ratios")]
     ratios = sorted(set([0.0] + ratios))  # p = 0 is the reference
     args.timesteps = parse_timesteps(args.timesteps, single=True)[0]
+    neuron = neuron_options(args)
+    if args.layerwise and neuron["neuron"] != "if":
+        raise UsageError(f"--layerwise searches ratios with the IF neuron only; got --neuron {args.neuron}")
     for value, name in ((args.seeds, "--seeds"), (args.batch_size, "--batch-size")):
         _positive(value, name)
     energy.energy_pj(0, 0, args.e_ac, args.e_mac)  # checks the constants
@@ -152,7 +157,7 @@ def cmd_mask_sweep(args):
         accs, sops = [], []
         for s in range(seeds):
             acc, sop, _ = evaluate_ratios(model, images, labels, T, ratio, [args.seed, s], args.mask_sites,
-                                          args.batch_size)
+                                          args.batch_size, neuron)
             accs.append(acc)
             sops.append(sop)
             done += 1
@@ -163,7 +168,8 @@ def cmd_mask_sweep(args):
     ref_energy = energy.energy_pj(ref_sops, macs, args.e_ac, args.e_mac)
     ann = energy.energy_pj(0, energy.ann_macs(c), args.e_ac, args.e_mac)
     print(f"mask-sweep: {args.checkpoint} (trained with p={c.mask_ratio:g}) on {dataset.name}, "
-          f"first {len(images)} images, T={T}, sites {args.mask_sites}, seeds {args.seeds}")
+          f"first {len(images)} images, T={T}, sites {args.mask_sites}, seeds {args.seeds}, "
+          f"neuron {neuron_label(neuron, c.qcfs_levels)}")
     print(f"energy = {args.e_ac:g} pJ x SOPs + {args.e_mac:g} pJ x MACs; analog MACs/img {macs:.4g}; "
           f"ANN {energy.ann_macs(c):.4g} MACs/img = {ann / 1e6:.2f} uJ")
     header = (f"{'ratio':>10} {'SOPs/img':>11} {'SOPs vs p=0':>12} {'energy/img':>11} {'energy vs p=0':>14} "
@@ -204,6 +210,7 @@ def add_energy_parser(subparsers):
 def cmd_energy(args):
     """Print the per-site SOP breakdown, the analog MACs and the totals against the ANN."""
     args.timesteps = parse_timesteps(args.timesteps, single=True)[0]
+    neuron = neuron_options(args)
     _positive(args.batch_size, "--batch-size")
     energy.energy_pj(0, 0, args.e_ac, args.e_mac)
     if args.mask_ratio is not None:
@@ -217,7 +224,7 @@ def cmd_energy(args):
     batches = range(0, n, args.batch_size)
     for k, start in enumerate(batches):
         r = model.snn_forward(images[start:start + args.batch_size], T, mask_ratio=p, rng=rng,
-                              mask_sites=args.mask_sites)
+                              mask_sites=args.mask_sites, **neuron)
         correct += int((r.predictions[-1] == labels[start:start + args.batch_size]).sum())
         for name, v in r.sops_by_site.items():
             sops[name] = sops.get(name, 0) + v
@@ -234,6 +241,8 @@ def cmd_energy(args):
 
     print(f"energy: {args.checkpoint} (trained with p={c.mask_ratio:g}) on {dataset.name}, {n} images, "
           f"T={T}, p={p:g} ({args.mask_sites} sites), accuracy {100 * correct / n:.2f}%")
+    print(f"neuron: {neuron_label(neuron, c.qcfs_levels)}; a burst of k spikes counts k spikes (k SOPs per "
+          f"synapse), a negative spike counts one")
     print(f"SOPs (per image, all {T} steps; x {args.e_ac:g} pJ):")
     header = (f"{'site / product':<36} {'spikes/img':>11} {'rate':>6} {'fan-out':>8} {'SOPs/img':>11} "
               f"{'share':>7} {'nJ/img':>8}")

@@ -27,7 +27,7 @@ import numpy as np
 from . import data, plots
 from .cli_common import (IMAGENET_MEAN, IMAGENET_STD, Progress, UsageError, at_least, check_output_dir,  # noqa: F401
                          check_output_file, load_data, load_model, note_compiling, override_normalisation,
-                         parse_timesteps, ratio)
+                         parse_timesteps, ratio, add_neuron_arguments, neuron_label, neuron_options)
 from .windows import window_reverse
 
 DEMO_CHECKPOINT, DEMO_LIMIT, DEMO_TIMESTEPS = "mst_fashion.pth", 50, "1,2,4,...,64"
@@ -36,12 +36,13 @@ DEMO_BLOCK = "layers.0.blocks.0"  # attention pictures: the first (unshifted) bl
 
 
 def evaluate(model, dataset, timesteps, mean, std, mask_ratio=0.0, limit=None, batch_size=50, seed=0,
-             progress="eval", resize=False):
+             progress="eval", resize=False, neuron_opts=None):
     """ANN accuracy and SNN accuracy at each T in ``timesteps`` from one run to max(timesteps) per batch.
 
     Returns a dict: n, ann_correct, snn_correct {T: int}, spikes (all sites, all steps), sops, macs,
     energy_pj (None when the energy accounting is unavailable), of the run to max(timesteps).
-    ``progress``: the label of the progress bar on stderr, or None for none.
+    ``progress``: the label of the progress bar on stderr, or None for none. ``neuron_opts``: the SNN's
+    ``neuron`` and ``burst_max`` (:func:`mst_ref.cli_common.neuron_options`; None: the IF neuron).
     """
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n < 1:
@@ -59,7 +60,7 @@ def evaluate(model, dataset, timesteps, mean, std, mask_ratio=0.0, limit=None, b
         if bar:
             bar.update(done * (t_max + 1) + len(y))
         # the SNN to t_max in passes of 8 steps (same numbers as one pass), for the progress bar
-        sim = model.step_simulator(x, mask_ratio=mask_ratio, rng=snn_rng)
+        sim = model.step_simulator(x, mask_ratio=mask_ratio, rng=snn_rng, **(neuron_opts or {}))
         while sim.t < t_max:
             sim.advance(min(8, t_max - sim.t))
             if bar:
@@ -141,6 +142,7 @@ def add_eval_parser(sub):
     p.add_argument("--resize", action="store_true",
                    help="convert images of another size or channel count to the model's input (else an error)")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the results as JSON to OUT")
+    add_neuron_arguments(p)
     p.set_defaults(func=cmd_eval)
 
 
@@ -155,6 +157,7 @@ def cmd_eval(args):
     if args.limit is not None:
         at_least(args.limit, 1, "--limit")
     ratio(args.mask_ratio, "--mask-ratio")
+    neuron = neuron_options(args)
     json_path = check_output_file(args.json, "--json") if args.json else None
     loaded = override_normalisation(load_model(args.checkpoint), args.mean, args.std)
     model, mean, std = loaded.model, loaded.mean, loaded.std
@@ -168,16 +171,17 @@ def cmd_eval(args):
           f"mean {mean} std {std} ({loaded.norm_source}); mask ratio {p:g}, seed {args.seed}")
     for line in notes:
         print(line)
+    print(f"SNN neuron: {neuron_label(neuron, _levels(model))}")
     note_compiling()
     stats = evaluate(model, dataset, timesteps, mean, std, p, args.limit, args.batch_size, args.seed,
-                     resize=args.resize)
+                     resize=args.resize, neuron_opts=neuron)
     print("\n".join(_table(stats, timesteps, _levels(model)) + _energy_lines(model, stats, max(timesteps))))
     if json_path is not None:
         n = stats["n"]
         record = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split, "n": n,
                   "timesteps": timesteps, "mask_ratio": p, "trained_mask_ratio": trained, "seed": args.seed,
                   "batch_size": args.batch_size, "limit": args.limit, "mean": list(mean), "std": list(std),
-                  "resize": bool(args.resize), "class_names": loaded.class_names,
+                  "resize": bool(args.resize), "class_names": loaded.class_names, **neuron,
                   "ann_accuracy": stats["ann_correct"] / n, "ann_correct": stats["ann_correct"],
                   "snn_accuracy": {str(t): c / n for t, c in stats["snn_correct"].items()},
                   "snn_correct": {str(t): c for t, c in stats["snn_correct"].items()},

@@ -65,7 +65,7 @@ def block_prefixes(model):
 
 
 def evaluate_ratios(model, images, labels, timesteps, mask_ratio, seed, mask_sites="published",
-                    batch_size=50):
+                    batch_size=50, neuron_opts=None):
     """Accuracy and SOPs of the SNN with the given masking ratios.
 
     Parameters
@@ -80,6 +80,8 @@ def evaluate_ratios(model, images, labels, timesteps, mask_ratio, seed, mask_sit
         Seeds ``np.random.default_rng`` for the whole evaluation (batches drawn in order).
     mask_sites : str or tuple
     batch_size : int
+    neuron_opts : dict or None
+        ``neuron`` and ``burst_max`` of :meth:`MST.snn_forward` (None: the IF neuron).
 
     Returns
     -------
@@ -94,7 +96,7 @@ def evaluate_ratios(model, images, labels, timesteps, mask_ratio, seed, mask_sit
     correct, by_site = 0, {}
     for start in range(0, len(images), batch_size):
         r = model.snn_forward(images[start:start + batch_size], timesteps, mask_ratio=mask_ratio, rng=rng,
-                              mask_sites=mask_sites)
+                              mask_sites=mask_sites, **(neuron_opts or {}))
         correct += int((r.predictions[-1] == labels[start:start + batch_size]).sum())
         for name, s in r.sops_by_site.items():
             by_site[name] = by_site.get(name, 0) + s
