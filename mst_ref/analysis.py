@@ -10,7 +10,7 @@ Two measurements on real inputs:
 * :func:`commutation_check`: for every analog op f (linear layers, BatchNorm, the products q k^T and
   p v, softmax, LayerNorm), does the mean over time of f applied per step equal f of the mean input?
   Affine ops do, up to rounding; the others do not. That is why the faithful SNN plateaus
-  (MST_SPEC section 4) and why expectation compensation (section 8) makes it converge.
+  (docs/mst.md section 4) and why expectation compensation (section 8) makes it converge.
 
 Both run the model's own forward pass (:meth:`mst_ref.models.mst.MST.forward`) with a
 :class:`~mst_ref.modes.Mode` that also adds up, over time, the inputs and outputs it sees (:class:`_Tap`).
@@ -177,7 +177,7 @@ def site_errors(model, images, timesteps=(1, 2, 4, 8, 16, 32), compensation="non
     timesteps : int or iterable of int
         The T values; one SNN run to the largest passes through all of them.
     compensation : {"none", "expectation"}
-        The SNN compared (faithful, or expectation-compensated, MST_SPEC section 8).
+        The SNN compared (faithful, or expectation-compensated, docs/mst.md section 8).
     mask_ratio, rng, mask_sites
         RSM of the SNN (:meth:`mst_ref.models.mst.MST.snn_forward`). The ANN reference is never masked.
     sites : None, str or iterable of str
@@ -212,7 +212,7 @@ def site_errors(model, images, timesteps=(1, 2, 4, 8, 16, 32), compensation="non
     with :math:`q_T` QCFS at L = T and :math:`c(x) = \\mathrm{clip}(x, 0, \\lambda)`.
 
     - unevenness: an IF neuron fed its mean input at every step emits exactly :math:`q_T(\\bar x)`
-      (MST_SPEC section 2), so this part is due to the order in which the input arrived. Since
+      (docs/mst.md section 2), so this part is due to the order in which the input arrived. Since
       :math:`v_T = \\lambda/2 + \\sum_t x_t - \\sum_t s_t`, it equals the difference of leftover
       membranes, :math:`(v_T^{even} - v_T) / T`. With RSM it also holds the masked spikes.
     - time quantization: the rate has only T + 1 values; :math:`|.| \\le \\lambda / (2T)`.
@@ -395,7 +395,7 @@ def commutation_check(model, images, timesteps=16, compensation="none", mask_rat
     taken from the mode's analog ops and products and from the outputs of the sites feeding the
     linear layers. Reported: :math:`\\| \\frac1T \\sum_t f(x_t) - f(\\bar x) \\| / \\| f(\\bar x) \\|`.
     Affine ops give 0 up to float rounding; softmax, LayerNorm and the products do not, because they
-    are not linear in x_t, so the faithful SNN's layer means drift from the ANN's (MST_SPEC section 4).
+    are not linear in x_t, so the faithful SNN's layer means drift from the ANN's (docs/mst.md section 4).
     Expectation compensation makes each such op emit increments whose mean is exactly f of the mean
     input (section 8), which is why it converges.
     """

@@ -1,7 +1,7 @@
 """Spiking window attention: MST's self-attention inside Ws x Ws windows.
 
 Reproduces ``SpikingWindowAttention.forward`` of the official MST code (github
-bic-L/Masked-Spiking-Transformer, models/mst.py), MST_SPEC section 3. Per window (N = Ws * Ws tokens,
+bic-L/Masked-Spiking-Transformer, models/mst.py), docs/mst.md section 3. Per window (N = Ws * Ws tokens,
 nH heads of hd = C / nH channels):
 
     q, k, v = split(Linear[qkv](x))                         (..., nH, N, hd) each

@@ -1,7 +1,7 @@
 """Checkpoints: the official ``.pth`` files, mst_ref's ``.npz`` format, and ``.safetensors``.
 
 Every loader returns the same thing, ``(state, meta)``: ``state`` maps the official key names
-(MST_SPEC section 7, e.g. ``layers.0.blocks.1.attn.q_if.up``) to ndarrays, ``meta`` holds the plain
+(docs/mst.md section 7, e.g. ``layers.0.blocks.1.attn.q_if.up``) to ndarrays, ``meta`` holds the plain
 data saved beside them (``config`` as a dict, ``epoch``, ``max_accuracy``, ...) and ``format``.
 
 - ``.pth`` / ``.pt`` / ``.pth.tar``: ``torch.save`` zip files, read by :mod:`mst_ref.torchzip`

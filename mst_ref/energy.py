@@ -1,6 +1,6 @@
 """Energy accounting: spikes -> synaptic operations (SOPs) -> energy, against the ANN's MACs.
 
-Not in the published code (MST_SPEC section 6). The field's convention (Spikformer, MST): work
+Not in the published code (docs/mst.md section 6). The field's convention (Spikformer, MST): work
 triggered by spikes costs one accumulate (AC, an "SOP") per synapse reached, work on multi-bit values
 one multiply-accumulate (MAC); every choice it leaves open is spelled out below. An SNN run is charged
 

@@ -338,7 +338,7 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
 
     Notes
     -----
-    Per step, for the window's tokens i, j and the head's channels d (MST_SPEC section 3):
+    Per step, for the window's tokens i, j and the head's channels d (docs/mst.md section 3):
 
     .. math:: a_{ij} = \\mathrm{IF}_{attn}(\\mathrm{table}[c_{ij}]),\\; c_{ij} = \\sum_d [q_{id}][k_{jd}]
               ;\\quad p = \\mathrm{softmax}(a + B_{rel} + M) ;\\quad o = \\mathrm{IF}_{attn\\_v}(p\\, v_s)

@@ -47,7 +47,7 @@ def batch_norm(x, weight, bias, running_mean, running_var, eps=BN_EPS):
     -----
     .. math:: y = \\frac{x - \\mu}{\\sqrt{\\sigma^2 + \\epsilon}} \\gamma + \\beta
 
-    with the running statistics mu, sigma^2 (MST_SPEC section 3), computed in the folded form
+    with the running statistics mu, sigma^2 (docs/mst.md section 3), computed in the folded form
     ``x a + (beta - mu a)`` that torch's CPU kernel uses. Affine, so it commutes with the mean over
     time: the SNN needs no correction here.
     """
@@ -185,7 +185,7 @@ def head(x, weight, bias):
     .. math:: z = \\Big(\\frac{1}{N} \\sum_n x_n\\Big) W^\\top + b
 
     In the SNN the read-out is the cumulative sum over steps of this output, bias included
-    (MST_SPEC section 4).
+    (docs/mst.md section 4).
     """
     # z = mean_n(x_n) W^T + b
     pooled = x.mean(axis=-2)  # (..., F)

@@ -1,6 +1,6 @@
 """Random Spike Masking (RSM): drop each spike independently with probability p.
 
-MST's energy saving (MST_SPEC section 5): at chosen activation sites the output spikes are multiplied
+MST's energy saving (docs/mst.md section 5): at chosen activation sites the output spikes are multiplied
 by a fresh Bernoulli(1 - p) mask at every step, so the layers they feed receive (and add up) fewer
 spikes. The published code masks the q, k and attention-score spikes of every window attention with one
 global p, without rescaling, in the ANN as well as in the SNN. The paper's figure also masks the MLP

@@ -1,7 +1,7 @@
 """Patch merging: halve the token grid, double the channels (between stages).
 
 Reproduces ``SpikingPatchMerging.forward`` of the official MST code (github
-bic-L/Masked-Spiking-Transformer, models/mst.py), MST_SPEC section 3: the four tokens of every 2 x 2
+bic-L/Masked-Spiking-Transformer, models/mst.py), docs/mst.md section 3: the four tokens of every 2 x 2
 block are concatenated (in the order x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2], x[1::2, 1::2]),
 batch-normalised, linearly reduced from 4C to 2C channels without bias, and passed through the site
 ``downsample.reduction_if``. Everything but the site is linear, so the SNN needs no correction here.

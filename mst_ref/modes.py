@@ -12,7 +12,7 @@ ANN                qcfs (or clip, quantize     f(x), a @ b
                    =False); no time axis
 SNN, faithful      IF neuron scanned over the  f(x_t), a_t @ b_t: each step's own values
                    leading time axis           (the published ``snn_validate``)
-SNN, compensated   same                        expectation form (MST_SPEC section 8), below
+SNN, compensated   same                        expectation form (docs/mst.md section 8), below
 =================  ==========================  ===================================================
 
 Every site also applies RSM when masked (:mod:`mst_ref.masking`), keeps its output when recorded, and in

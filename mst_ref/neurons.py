@@ -1,6 +1,6 @@
 """The integrate-and-fire (IF) neuron: the SNN twin of a QCFS site.
 
-One IF neuron replaces each QCFS activation, with the same threshold lambda (MST_SPEC section 2; the
+One IF neuron replaces each QCFS activation, with the same threshold lambda (docs/mst.md section 2; the
 conversion of Bu et al., ICLR 2022, as run by the official MST code's ``snn_validate``):
 
     before step 1:  v = lambda / 2                  (pre-charge; cannot fire)
@@ -17,7 +17,7 @@ Three ways to run it, all computing the same numbers bit for bit:
 - :class:`IFState`: one step at a time, keeping ``v`` between calls (the step-by-step simulator).
 
 The published code divides by lambda and thresholds at 1; that form is algebraically equal but rounds
-differently, so compare against it with a tolerance (MST_SPEC section 9). Here everything is computed in
+differently, so compare against it with a tolerance (docs/mst.md section 9). Here everything is computed in
 ``x.dtype`` with lambda cast to that dtype.
 
 Neurons for fewer time steps (not in the published code; :func:`multilevel_neuron_reference`, Numba

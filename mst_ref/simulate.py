@@ -1,6 +1,6 @@
 """The SNN's time loop: multi-step passes over chunks of time, step by step, and what a run returns.
 
-The published evaluation (``snn_validate``, MST_SPEC section 4) runs the whole network once per time
+The published evaluation (``snn_validate``, docs/mst.md section 4) runs the whole network once per time
 step and sums the head outputs. Here one call of :meth:`mst_ref.models.mst.MST.forward` computes a chunk of
 steps at once, every layer as one stacked operation over ``(T_chunk, B, ...)``, with the neurons'
 membranes (and the compensation's running sums) carried in the :class:`~mst_ref.modes.Mode` to the next

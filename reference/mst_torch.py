@@ -1,6 +1,6 @@
 """PyTorch reference of the QCFS Masked Spiking Transformer and its per-step SNN evaluation.
 
-Written from ../shared/MST_SPEC.md, independently of the NumPy package, with the official
+Written from docs/mst.md, independently of the NumPy package, with the official
 state_dict key names (bic-L/Masked-Spiking-Transformer). It serves three purposes:
 
 * golden fixtures and live fidelity tests for ``mst_ref`` (tests/fixtures/make_golden.py),

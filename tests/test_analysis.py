@@ -36,7 +36,7 @@ def _relative_errors(mean_logits, ann):
     return np.linalg.norm((mean_logits - ann).reshape(len(mean_logits), -1), axis=1) / np.linalg.norm(ann)
 
 
-# ---------------------------------------------------------------- convergence (MST_SPEC sections 4, 8)
+# ---------------------------------------------------------------- convergence (docs/mst.md sections 4, 8)
 
 
 @settings(max_examples=3, deadline=None, derandomize=True)

@@ -1,5 +1,5 @@
 """Tests of mst_ref.attention: window attention against a loop over windows and heads written from
-MST_SPEC section 3, and the SNN's multi-step pass against single steps."""
+docs/mst.md section 3, and the SNN's multi-step pass against single steps."""
 
 import numpy as np
 import pytest
@@ -31,7 +31,7 @@ def _state(rng, c, nh, ws, dtype=np.float64):
 
 
 def _loop_attention(x, s, nh, levels, mask):
-    """One window and one head at a time, in the order of MST_SPEC section 3."""
+    """One window and one head at a time, in the order of docs/mst.md section 3."""
     B, nW, N, C = x.shape
     hd = C // nh
 

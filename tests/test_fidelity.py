@@ -1,5 +1,5 @@
 """mst_ref held to the PyTorch reference (reference/mst_torch.py): ANN logits, SNN cumulative logits and
-spike counts, number for number within MST_SPEC section 9's tolerances.
+spike counts, number for number within docs/mst.md section 9's tolerances.
 
 Two sources of truth:
 

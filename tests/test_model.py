@@ -191,7 +191,7 @@ def test_sites_run_in_site_names_order_and_records_are_site_outputs(model, image
 
 def test_first_site_fires_like_an_if_neuron_on_the_static_image(model, images):
     # direct coding: patch_embed.proj_if receives the same current every step, so over T steps its
-    # mean output is exactly QCFS with L = T of that current (MST_SPEC section 2)
+    # mean output is exactly QCFS with L = T of that current (docs/mst.md section 2)
     T = 8
     r = model.snn_forward(images, T, record="patch_embed.proj_if")
     _, acts = model.ann_forward(images, record="patch_embed.proj_if", quantize=False)  # clip(current)

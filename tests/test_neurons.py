@@ -66,7 +66,7 @@ def test_threshold_reached_exactly_fires():
     assert v[0] == 0.0
 
 
-# --- the identities of MST_SPEC section 2 --------------------------------------------------------
+# --- the identities of docs/mst.md section 2 --------------------------------------------------------
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -92,7 +92,7 @@ def test_constant_input_mean_equals_qcfs_at_L_equals_T(u, lam, T, dtype):
     # In exact arithmetic the count of spikes is n = clip(floor(T x / lambda + 1/2), 0, T), so the mean
     # output n lambda / T is qcfs(x, lambda, T). In floating point the IF accumulates T roundings and
     # QCFS makes three, so where T x / lambda + 1/2 lies within rounding of an integer (a tie) either
-    # side may be taken: there we accept n or n - 1 ("the tie may go either way", MST_SPEC 9). A missed
+    # side may be taken: there we accept n or n - 1 ("the tie may go either way", docs/mst.md section 9). A missed
     # spike at an earlier step is made up at the next one, so only the tie at step T matters.
     x = (np.array(u) * lam).astype(dtype)  # (M,)
     lam_d = np.dtype(dtype).type(lam)

@@ -140,7 +140,7 @@ assert err == 0.0
 # ## 3. The same window in the SNN
 #
 # In the published SNN every site becomes IF neurons and every other operation acts on **each
-# step's own values** (MST_SPEC section 4): at step t the scores are the product of that step's q
+# step's own values** (docs/mst.md section 4): at step t the scores are the product of that step's q
 # spikes and k spikes, the softmax is taken of that step's score spikes, and p_t multiplies that
 # step's v spikes. Because q and k spikes are 0 or lambda,
 #
@@ -222,7 +222,7 @@ for T_demo in (2, 2000):
 # %% [markdown]
 # ## 5. Expectation compensation (beyond the published code)
 #
-# The fix (in the spirit of ECMT; MST_SPEC section 8) makes each non-affine operation emit, at
+# The fix (in the spirit of ECMT; docs/mst.md section 8) makes each non-affine operation emit, at
 # step t, the *increment* of t times the operation of the running mean of its input. With
 # X_t = x_1 + ... + x_t,
 #

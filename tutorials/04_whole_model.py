@@ -172,7 +172,7 @@ assert rel[-1] < rel[0] and rel[-1] > 0.1
 # %% [markdown]
 # The error falls but is still above 10 % at T = 32: the faithful SNN does not converge to the ANN.
 # Softmax, LayerNorm and the spike x spike products (q k^T, p v) act on *each step's* values, and
-# f(mean) != mean(f) for a nonlinear f (MST_SPEC section 4). Tutorial 03 takes this apart and shows
+# f(mean) != mean(f) for a nonlinear f (docs/mst.md section 4). Tutorial 03 takes this apart and shows
 # the remedy beyond the published code, `compensation="expectation"`, on this same model.
 
 # %% [markdown]

@@ -359,7 +359,7 @@ plots.line_chart_png(OUT / "05_accuracy_vs_p.png", ps,
 #   p = 0.75 keeps its accuracy at p = 0.75 (on 12 images the SNN column moves by one or two
 #   images, so trust the 64-image ANN column for accuracy);
 # - the saving is real but modest: at p = 0.75 the SOPs fall by less than 15 % and the energy by
-#   less than that, against the paper's x0.74 power on CIFAR-10 (MST_SPEC section 5); and at T = 8
+#   less than that, against the paper's x0.74 power on CIFAR-10 (docs/mst.md section 5); and at T = 8
 #   this small SNN costs about two thirds of its ANN's energy.
 #
 # Where do the SOPs go? Grouped by site kind, for the RSM-trained model:

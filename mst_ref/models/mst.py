@@ -1,6 +1,6 @@
 """The Masked Spiking Transformer: one forward pass for the ANN and the SNN.
 
-Assembles the pieces in forward order (MST_SPEC section 3; official code: github
+Assembles the pieces in forward order (docs/mst.md section 3; official code: github
 bic-L/Masked-Spiking-Transformer, models/mst.py):
 
     patch embed -> BN -> Q[proj_if]
@@ -72,7 +72,7 @@ class MST(SpikingNetwork):
         Parameters
         ----------
         state : dict of {str: array-like}
-            The ``model`` entry of an official checkpoint (MST_SPEC section 7).
+            The ``model`` entry of an official checkpoint (docs/mst.md section 7).
         img_size : int or None
             Input resolution; needed only when the checkpoint has no shifted-window block.
         dtype : float32 or float64

@@ -17,7 +17,7 @@ Every site keeps its membranes in ``mode.state`` in the shapes :meth:`Mode.site`
 uniforms from the same generator in the same order and shape, and books its counts and records through
 :meth:`Mode.observe`: the results have the same layout, and the same numbers up to float rounding (the
 kernels sum in other orders than BLAS and exponentiate through tables, so a membrane that lands on its
-threshold can flip a spike, as between float32 and float64; MST_SPEC section 9). Each step's arithmetic
+threshold can flip a spike, as between float32 and float64; docs/mst.md section 9). Each step's arithmetic
 does not depend on how many steps a call holds, so step by step, chunked and multi-step runs of this
 path agree bit for bit. Besides the membranes, ``mode.state`` keeps each block's softmax tables
 (:func:`mst_ref.attention.softmax_tables`), computed at the first call of a run. A run must stay on one

@@ -1,8 +1,8 @@
 """The architecture as numbers: MSTConfig, the checkpoint layout it implies, and the way back.
 
-An MST is fixed by a handful of integers (MST_SPEC section 3). From them follow every stage's width,
+An MST is fixed by a handful of integers (docs/mst.md section 3). From them follow every stage's width,
 token grid and window, the 124 activation-site names of Swin-T, and every key and shape of the official
-state dict (MST_SPEC section 7). Conversely, everything but the image size can be read off the shapes of
+state dict (docs/mst.md section 7). Conversely, everything but the image size can be read off the shapes of
 a state dict, and the image size too when a shifted-window block stores its ``attn_mask``.
 
 This module holds that bookkeeping, so that :mod:`mst_ref.models.mst` only assembles the forward pass:
@@ -159,7 +159,7 @@ def _mlp(prefix, c, hidden, mlp_norm):
 
 
 def expected_shapes(config):
-    """Every key of the official state dict and its shape (MST_SPEC section 7), in module order.
+    """Every key of the official state dict and its shape (docs/mst.md section 7), in module order.
 
     Returns
     -------
@@ -204,7 +204,7 @@ def infer_config(state, img_size=None, qcfs_levels=16):
     Parameters
     ----------
     state : dict of {str: array-like}
-        Official layout (MST_SPEC section 7).
+        Official layout (docs/mst.md section 7).
     img_size : int or None
         Needed only when the checkpoint does not determine it; checked against it otherwise.
     qcfs_levels : int
