@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["PALETTE", "colormap", "line_chart_png", "raster_png", "traces_png", "heatmap_png", "image_png",
+__all__ = ["PALETTE", "colormap", "line_chart_png", "xy_chart_png", "raster_png", "traces_png", "heatmap_png", "image_png",
            "image_panels_png"]
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
@@ -272,6 +272,52 @@ def line_chart_png(path, x, series, title, xlabel, ylabel, logx=False, dashed=()
             ax.draw.ellipse((c - 3, r - 3, c + 3, r + 3), fill=color)
     return ax.save(path)
 
+
+
+def xy_chart_png(path, series, title, xlabel, ylabel, logx=False, point_labels=None):
+    """Lines, one per series, each with its own x values (e.g. accuracy against energy per neuron).
+
+    Parameters
+    ----------
+    path : str or Path, ending in .png
+    series : dict of {str: ((n,) numbers, (n,) numbers)}, label -> (x, y), coloured in PALETTE order
+    title, xlabel, ylabel : str
+    logx : bool, log-scaled x axis (x > 0), ticks at 1-2-5 steps
+    point_labels : dict of {str: list of str} or None, a short text beside each point of a series
+        (e.g. its T)
+    """
+    path = _out_path(path)
+    if not isinstance(series, dict) or not series:
+        raise ValueError("series must be a non-empty dict {label: (x values, y values)}")
+    xy = {str(k): (_finite(f"series[{k!r}] x", v[0], 1), _finite(f"series[{k!r}] y", v[1], 1))
+          for k, v in series.items()}
+    for label, (x, y) in xy.items():
+        if x.shape != y.shape:
+            raise ValueError(f"series[{label!r}] has {x.size} x values but {y.size} y values")
+        if logx and (x <= 0).any():
+            raise ValueError(f"logx needs x > 0; series[{label!r}] has min {x.min()}")
+    xy = {k: (np.log10(x) if logx else x, y) for k, (x, y) in xy.items()}
+    all_x = np.concatenate([x for x, _ in xy.values()])
+    all_y = np.concatenate([y for _, y in xy.values()])
+    legend = [(label, PALETTE[i % len(PALETTE)], False) for i, label in enumerate(xy)]
+    ax = _Axes(title, legend, _padded_range(all_x.min(), all_x.max()), _padded_range(all_y.min(), all_y.max()))
+    if logx:
+        decades = range(math.floor(ax.xlim[0]), math.ceil(ax.xlim[1]) + 1)
+        values = [m * 10.0**k for k in decades for m in (1, 2, 5)]
+        xticks = [(math.log10(v), _label(v)) for v in values if ax.xlim[0] <= math.log10(v) <= ax.xlim[1]]
+    else:
+        xticks = _value_ticks(*ax.xlim)
+    ax.frame(xticks, _value_ticks(*ax.ylim), xlabel, ylabel)
+    for i, (label, (x, y)) in enumerate(xy.items()):
+        color = PALETTE[i % len(PALETTE)]
+        points = [ax.px(a, b) for a, b in zip(x, y)]
+        _polyline(ax.draw, points, color)
+        texts = (point_labels or {}).get(label, [])
+        for j, (c, r) in enumerate(points):
+            ax.draw.ellipse((c - 3, r - 3, c + 3, r + 3), fill=color)
+            if j < len(texts):
+                ax.draw.text((c + 5, r - 4), str(texts[j]), fill=color, font=_font(), anchor="ld")
+    return ax.save(path)
 
 def raster_png(path, spikes, title, xlabel="time step t", ylabel="neuron"):
     """Spike raster: one row per neuron (neuron 0 at the top), time steps left to right.
