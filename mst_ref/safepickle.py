@@ -7,16 +7,18 @@ makes three changes:
 1. ``find_class`` resolves only an allow-list, and every allowed name maps to a stand-in written in
    mst_ref (never the real torch function): a file can call nothing else.
 2. Before running anything, :func:`check_pickle` reads the whole program (building nothing) and
-   refuses it unless every opcode is one that ``torch.save`` writes (so no EXT1/EXT2/EXT4, which fetch
-   objects from copyreg's cache without ``find_class``, no INST/OBJ, no protocol-0 text opcodes, no
-   out-of-band buffers), every GLOBAL is on the allow-list, every integer fits in ``MAX_INT_BYTES``,
+   refuses it unless every opcode is one that ``torch.save`` writes at its default protocol 2, the
+   set ``torch.load(weights_only=True)`` accepts (so no EXT1/EXT2/EXT4, which fetch objects from
+   copyreg's cache without ``find_class``, no INST/OBJ/STACK_GLOBAL, no protocol-0 text opcodes, no
+   LONG4, no frames or out-of-band buffers), every GLOBAL is on the allow-list, every integer fits in
+   ``MAX_INT_BYTES``,
    memo indices come in the order a pickler writes them (the C unpickler sizes its memo by the largest
    index), tuples nest at most ``MAX_DEPTH`` deep (hashing one recurses in C), and the hashing the
    program can cause stays under ``MAX_HASH_WORK`` steps. Tuple and int hashes are not cached: a key
    built from the memo as ``t_i = (t_{i-1}, t_{i-1})`` takes 2**i steps to hash, whether it is a dict
    key (SETITEM) or sits in the arguments of an allowed callable (``OrderedDict(pairs)``), so every
    simulated object carries the cost of hashing everything it holds, and every opcode that may hash
-   (SETITEM(S), ADDITEMS, FROZENSET, REDUCE, NEWOBJ, BUILD) is charged for its operands.
+   (SETITEM(S), REDUCE, NEWOBJ, BUILD) is charged for its operands.
 3. :func:`to_plain` turns the result into plain dicts, lists, tuples, sets, scalars and ndarrays,
    refusing anything else, cycles, and shared structure that expands past ``MAX_NODES`` objects.
    Objects that allowed callables build (tensors) reach the program only inside a :class:`Leaf`,
@@ -38,24 +40,21 @@ MAX_DEPTH = 64              # nesting no checkpoint comes near
 MAX_HASH_WORK = 10**7       # hashing steps the whole pickle may cause (dict keys, set items, arguments)
 MAX_NODES = 10**6           # objects in the unpickled tree, a shared one counted at every use
 MAX_OPCODES = 10**6         # a Swin-B checkpoint with its optimizer state runs about 10**5
-MAX_INT_BYTES = 64          # integers up to 2**511: sizes, seeds and counters; never 4300 digits
+MAX_INT_BYTES = 64          # integers up to 2**511 (LONG1): sizes, seeds, counters; never 4300 digits
 SCALARS = (type(None), bool, int, float, complex, str, bytes)
 
-# the opcodes torch.save's pickler writes (protocol 2 by default, 3-5 on request), and how the
-# argument of each is laid out: None, a struct format, "n<fmt>" (a length, then that many bytes) or
-# "lines" (GLOBAL's two newline-terminated names)
+# the opcodes torch.save's pickler writes (protocol 2), exactly those torch.load(weights_only=True)
+# reads, and how the argument of each is laid out: None, a struct format, "n<fmt>" (a length, then
+# that many bytes) or "lines" (GLOBAL's two newline-terminated names)
 ARGUMENTS = {
-    "PROTO": "<B", "FRAME": "<Q", "STOP": None, "MARK": None, "POP": None, "POP_MARK": None,
-    "NONE": None, "NEWTRUE": None, "NEWFALSE": None, "BININT": "<i", "BININT1": "<B", "BININT2": "<H",
-    "LONG1": "n<B", "LONG4": "n<i", "BINFLOAT": ">d",
-    "SHORT_BINUNICODE": "n<B", "BINUNICODE": "n<I", "BINUNICODE8": "n<Q",
-    "SHORT_BINBYTES": "n<B", "BINBYTES": "n<I", "BINBYTES8": "n<Q",
+    "PROTO": "<B", "STOP": None, "MARK": None, "NONE": None, "NEWTRUE": None, "NEWFALSE": None,
+    "BININT": "<i", "BININT1": "<B", "BININT2": "<H", "LONG1": "n<B", "BINFLOAT": ">d",
+    "BINUNICODE": "n<I", "SHORT_BINSTRING": "n<B",
     "EMPTY_TUPLE": None, "TUPLE": None, "TUPLE1": None, "TUPLE2": None, "TUPLE3": None,
     "EMPTY_LIST": None, "APPEND": None, "APPENDS": None, "EMPTY_DICT": None, "SETITEM": None,
-    "SETITEMS": None, "EMPTY_SET": None, "ADDITEMS": None, "FROZENSET": None,
-    "BINPUT": "<B", "LONG_BINPUT": "<I", "MEMOIZE": None, "BINGET": "<B", "LONG_BINGET": "<I",
-    "GLOBAL": "lines", "STACK_GLOBAL": None, "REDUCE": None, "BUILD": None, "NEWOBJ": None,
-    "BINPERSID": None,
+    "SETITEMS": None, "EMPTY_SET": None,
+    "BINPUT": "<B", "LONG_BINPUT": "<I", "BINGET": "<B", "LONG_BINGET": "<I",
+    "GLOBAL": "lines", "REDUCE": None, "BUILD": None, "NEWOBJ": None, "BINPERSID": None,
 }
 OPCODES = {op.code.encode("latin-1")[0]: op.name for op in pickletools.opcodes}
 ALLOWED_OPCODES = {code: (name, ARGUMENTS[name]) for code, name in OPCODES.items() if name in ARGUMENTS}
@@ -102,7 +101,7 @@ def check_pickle(data, allowed):
         del stack[start:]
         return items
 
-    def add(target, items):          # a container receives items (APPEND(S), SETITEM(S), ADDITEMS, BUILD)
+    def add(target, items):          # a container receives items (APPEND(S), SETITEM(S), BUILD)
         if type(target) is list:
             target[0] = _cap(target[0] + sum(w for w, _ in items))
 
@@ -137,13 +136,13 @@ def check_pickle(data, allowed):
                 if arg < 0 or pos + arg > n:
                     raise CheckpointError(f"the pickle's {name} at byte {start} claims {arg} bytes; "
                                           f"only {n - pos} follow")
-                if name in ("LONG1", "LONG4") and arg > MAX_INT_BYTES:
+                if name == "LONG1" and arg > MAX_INT_BYTES:
                     raise CheckpointError(f"the pickle holds an integer of {arg} bytes (over {MAX_INT_BYTES}); "
                                           "no checkpoint needs one")
                 pos += arg
         # the stack effect of each opcode, and the hashing it may cause
-        if name in ("BINPUT", "LONG_BINPUT", "MEMOIZE"):
-            index = len(memo) if name == "MEMOIZE" else arg
+        if name in ("BINPUT", "LONG_BINPUT"):
+            index = arg
             if index > len(memo):            # a pickler numbers its memo 0, 1, 2, ...
                 raise CheckpointError(f"the pickle's {name} index {index} skips ahead of the {len(memo)} "
                                       "objects memoised so far; not a pickler's output")
@@ -161,28 +160,26 @@ def check_pickle(data, allowed):
             marks.append(len(stack))
         elif name in ("EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET"):
             stack.append([1, 0])
-        elif name in ("TUPLE", "EMPTY_TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "FROZENSET"):
+        elif name in ("TUPLE", "EMPTY_TUPLE", "TUPLE1", "TUPLE2", "TUPLE3"):
             count = {"EMPTY_TUPLE": 0, "TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}.get(name)
             items = pop_mark(name) if count is None else pop(count, name)
             depth = 1 + max((d for _, d in items), default=0)
             if depth > MAX_DEPTH:
                 raise CheckpointError(f"the pickle nests tuples more than {MAX_DEPTH} deep")
             stack.append((_cap(1 + sum(w for w, _ in items)), depth))
-            if name == "FROZENSET":
-                work += stack[-1][0]
         elif name in ("APPEND", "SETITEM"):
             items = pop(1 if name == "APPEND" else 2, name)
             (target,) = pop(1, name)
             stack.append(target)
             add(target, items)
             work += items[0][0] if name == "SETITEM" else 0          # the key is hashed
-        elif name in ("APPENDS", "SETITEMS", "ADDITEMS"):
+        elif name in ("APPENDS", "SETITEMS"):
             items = pop_mark(name)
             (target,) = pop(1, name)
             stack.append(target)
             add(target, items)
-            if name != "APPENDS":                                   # dict keys, set items are hashed
-                work += sum(w for w, _ in (items[0::2] if name == "SETITEMS" else items))
+            if name == "SETITEMS":                                  # the keys are hashed
+                work += sum(w for w, _ in items[0::2])
         elif name in ("REDUCE", "NEWOBJ", "BUILD"):
             fn, args = pop(2, name)
             work += args[0]                                         # a callable may hash its arguments
@@ -194,24 +191,10 @@ def check_pickle(data, allowed):
         elif name == "BINPERSID":
             (pid,) = pop(1, name)
             stack.append([1, 0])
-        elif name == "STACK_GLOBAL":
-            pop(2, name)
-            stack.append((1, 0))
         elif name == "GLOBAL":
             if len(arg) != 2 or (arg[0], arg[1]) not in allowed:
                 raise CheckpointError(refusal(*(arg + ["", ""])[:2]))
             stack.append((1, 0))
-        elif name == "POP":
-            if marks and marks[-1] == len(stack):               # POP of a bare mark drops the mark
-                marks.pop()
-            else:
-                pop(1, name)
-        elif name == "POP_MARK":
-            pop_mark(name)
-        elif name == "FRAME":
-            if arg > n - pos:
-                raise CheckpointError(f"the pickle's FRAME at byte {start} claims {arg} bytes; "
-                                      f"only {n - pos} follow")
         elif name == "PROTO":
             if arg > pickle.HIGHEST_PROTOCOL:
                 raise CheckpointError(f"the pickle claims protocol {arg}; the highest is {pickle.HIGHEST_PROTOCOL}")
@@ -220,7 +203,7 @@ def check_pickle(data, allowed):
                 raise CheckpointError(f"the pickle stops at byte {start} with {len(stack)} objects on its "
                                       f"stack and {n - pos} bytes after it; the file is corrupt")
             return
-        elif name in ("LONG1", "LONG4"):
+        elif name == "LONG1":
             stack.append((1 + arg // 8, 0))                        # hashing an int reads all its digits
         else:                                                       # the remaining opcodes push one atom
             stack.append((1, 0))

@@ -100,7 +100,7 @@ def huge_int_key(folder):           # a 2**23-bit LONG4 used as a dict key 200k 
 
 
 def opcode_flood_64mib(folder):     # 64 MiB of NONE deflated to 64 KB: a pure-Python pre-scan took 95 s
-    pkl = b"\x80\x02(" + b"N" * 2**26 + b"l."
+    pkl = b"\x80\x02(" + b"N" * (2**26 - 8) + b"l."
     data = deflate(pkl)
     path = folder / "flood64.pth"
     path.write_bytes(raw_zip([("archive/data.pkl", data, 8, zlib.crc32(pkl), len(data), len(pkl))]))
@@ -197,7 +197,7 @@ HANGS = [
     ("OrderedDict argument tower", ordered_dict_tower, "state", "CheckpointError", "to hash"),
     ("CfgNode argument tower", cfgnode_tower, "state", "CheckpointError", "to hash"),
     ("INST of an allowed class", inst_tower, "state", "CheckpointError", "opcode INST"),
-    ("LONG4 key hashed 200k times", huge_int_key, "state", "CheckpointError", "integer of 1048576 bytes"),
+    ("LONG4 key hashed 200k times", huge_int_key, "state", "CheckpointError", "opcode LONG4 at byte"),
     ("64 MiB opcode flood", opcode_flood_64mib, "state", "CheckpointError", "refuses pickles over 4 MiB"),
     ("4 MiB opcode flood", opcode_flood_4mib, "state", "CheckpointError", "over 1000000 opcodes"),
     ("memo flood", memo_flood, "state", "CheckpointError", "refuses pickles over 4 MiB"),

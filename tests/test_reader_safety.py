@@ -52,17 +52,23 @@ def test_extension_opcodes_never_reach_copyregs_cache(opcode, tmp_path):
 # every opcode pickle defines but torch.save never writes, each with a well-formed argument
 NEVER_WRITTEN = {
     "INST": b"(icollections\nOrderedDict\n", "OBJ": b"(" + Op.glob("collections", "OrderedDict") + b"o",
-    "PERSID": b"Pstorage\n", "GET": b"]q\x000g0\n", "PUT": b"]p0\n", "INT": b"I7\n", "LONG": b"L7L\n",
+    "PERSID": b"Pstorage\n", "GET": b"]q\x00g0\n", "PUT": b"]p0\n", "INT": b"I7\n", "LONG": b"L7L\n",
     "STRING": b"S'a'\n", "UNICODE": b"Va\n", "FLOAT": b"F1.5\n", "DICT": b"(d", "LIST": b"(l", "DUP": b"K\x012",
-    "BINSTRING": b"T\x01\x00\x00\x00a", "SHORT_BINSTRING": b"U\x01a", "BYTEARRAY8": b"\x96" + bytes(8),
+    "BINSTRING": b"T\x01\x00\x00\x00a", "BYTEARRAY8": b"\x96" + bytes(8),
     "NEXT_BUFFER": b"\x97", "READONLY_BUFFER": b"]\x98",
     "NEWOBJ_EX": Op.glob("collections", "OrderedDict") + b")}\x92",
+    # protocols 3-5: torch.save writes protocol 2, and torch.load(weights_only=True) refuses these too
+    "LONG4": b"\x8b\x01\x00\x00\x00\x07", "STACK_GLOBAL": Op.str("os") + Op.str("getcwd") + b"\x93",
+    "FRAME": b"\x95" + struct.pack("<Q", 1) + b"N", "MEMOIZE": b"N\x94", "POP": b"NN0", "POP_MARK": b"(N1N",
+    "EMPTY_SET_ADDITEMS": b"\x8f(K\x01\x90", "FROZENSET": b"(K\x01\x91", "SHORT_BINUNICODE": b"\x8c\x01a",
+    "BINUNICODE8": b"\x8d" + struct.pack("<Q", 1) + b"a", "SHORT_BINBYTES": b"C\x01a",
+    "BINBYTES": b"B\x01\x00\x00\x00a", "BINBYTES8": b"\x8e" + struct.pack("<Q", 1) + b"a",
 }
 
 
 @pytest.mark.parametrize("name", sorted(NEVER_WRITTEN))
 def test_opcodes_torch_save_never_writes_are_refused(name, tmp_path):
-    with pytest.raises(CheckpointError, match=f"opcode {name} at byte"):
+    with pytest.raises(CheckpointError, match=f"opcode {name.replace('EMPTY_SET_', '')} at byte"):
         load_state_dict(weights_file(tmp_path / "op.pth", NEVER_WRITTEN[name]))
 
 
@@ -72,7 +78,7 @@ def test_a_real_torch_save_uses_only_allowed_opcodes(tmp_path):
     body = Op.dict([(Op.str("model"), Op.dict([(Op.str("w"), Op.tensor("0", 10, (2, 5), (5, 1)))])),
                     (Op.str("epoch"), Op.int(3)), (Op.str("lr"), b"G" + struct.pack(">d", 0.5)),
                     (Op.str("flags"), Op.list(b"\x88", b"\x89", b"N", Op.tuple(Op.int(-(2**100))))),
-                    (Op.str("seed"), b"\x8b" + struct.pack("<i", 64) + bytes(63) + b"\x01")])
+                    (Op.str("seed"), b"\x8a" + bytes([64]) + bytes(63) + b"\x01")])
     state, meta = load_state_dict(write_torch_zip(tmp_path / "ok.pth", Op.program(body),
                                                   {"0": np.arange(10, dtype="<f4").tobytes()}))
     assert state["w"].tolist() == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
@@ -82,11 +88,14 @@ def test_a_real_torch_save_uses_only_allowed_opcodes(tmp_path):
 # ---------------------------------------------------------------- one exception type: CheckpointError
 
 def test_integers_past_pythons_digit_limit_are_a_checkpoint_error(tmp_path):
-    """A 5000-digit int as a state-dict key made brief() raise ValueError (int-to-str digit limit)."""
+    """A 5000-digit int as a state-dict key made brief() raise ValueError (int-to-str digit limit).
+    LONG4 is refused and LONG1 capped at 64 bytes (154 digits)."""
     key = b"\x8b" + struct.pack("<i", 2100) + b"\x01" * 2100
     body = Op.dict([(Op.str("model"), Op.dict([(key, Op.tensor("0", 10, (10,), (1,)))]))])
-    with pytest.raises(CheckpointError, match="integer of 2100 bytes"):
+    with pytest.raises(CheckpointError, match="opcode LONG4"):
         load_state_dict(weights_file(tmp_path / "digits.pth", body))
+    with pytest.raises(CheckpointError, match="integer of 65 bytes"):
+        load_state_dict(weights_file(tmp_path / "long1.pth", b"\x8a\x41" + b"\x01" * 65))
     np.savez(tmp_path / "digits.npz", w=np.ones(2), __config__=np.frombuffer(b'{"a": ' + b"9" * 5000 + b"}", np.uint8))
     with pytest.raises(CheckpointError, match="__config__ is not valid UTF-8 JSON"):
         load_state_dict(tmp_path / "digits.npz")
