@@ -24,6 +24,7 @@ its loop variable on its own axis (a computed offset such as ``c0 + d`` makes Nu
 indices inside the loop), and booleans combine with ``&`` rather than the branching ``and``.
 """
 
+import os
 from functools import partial
 
 import numba
@@ -33,6 +34,12 @@ from numba import prange
 __all__ = ["njit", "if_scan", "multilevel_scan", "site_scan", "window_attention_scan"]
 
 njit = partial(numba.njit, cache=True, nogil=True)
+
+# Idle Numba (OpenMP) threads sleep instead of spinning. libgomp reads this once, when Numba starts its
+# thread pool at the first parallel kernel, so it is set here, before any kernel runs (a value the user
+# set wins). Spinning workers take a shared core from the thread doing the work: on two cores with
+# other processes running, two threads ran 3-10x slower than one (benchmarks/bench_threads.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Neurons per parallel work item: the block's membrane potentials (4-8 KiB) stay in L1 cache while
 # the scan walks over T, and each time step reads and writes one contiguous run of x and out.

@@ -1,24 +1,24 @@
 """Thread counts of BLAS and of the Numba kernels, set at run time.
 
 mst_ref's time goes to two kinds of work that take turns: BLAS matrix products (OpenBLAS behind NumPy) and
-the fused Numba kernels (:mod:`mst_ref.kernels`). Each has its own pool of threads. Environment variables
-(``OPENBLAS_NUM_THREADS``, ``NUMBA_NUM_THREADS``) are read once, when the libraries load, so a program that
-has imported NumPy cannot change them that way; ``threadpoolctl`` sets the BLAS library's thread count
-through the library's own API at any time, and :func:`numba.set_num_threads` does the same for Numba.
+the fused Numba kernels (:mod:`mst_ref.kernels`). Each library has its own pool of threads. Environment
+variables (``OPENBLAS_NUM_THREADS``, ``NUMBA_NUM_THREADS``) are read once, when the libraries load, so a
+program that has imported NumPy cannot change them that way; ``threadpoolctl`` sets the BLAS library's
+thread count through the library's own API at any time, and :func:`numba.set_num_threads` does the same
+for Numba.
 
-The default (:func:`default_threads`): one thread, unless the caller asks for more (``threads=`` here,
-``--threads`` on the command line, or the ``MST_REF_THREADS`` environment variable). Why not all cores:
-OpenBLAS's worker threads spin for a while after each product, waiting for the next one. On cores that
-another process also uses, a spinning worker takes time from the thread doing the work, and a product
-split in two waits for its slower half; mst_ref makes thousands of small products, so the waits add up.
-Measured on a two-core machine with one competing CPU-bound process (benchmarks/bench_threads.py), two
-threads ran up to several times slower than one; on idle cores two threads gain less than 2x (the kernels
-stream memory). A user with idle cores gains from ``--threads 2``; a user on a shared machine loses
-nothing by default.
+Policy (:func:`limit_threads`): ``threads`` is the number of threads of the Numba kernels and of the SNN
+fast path's matrix products, which :mod:`mst_ref.models.mst_fast` splits by rows over a pool of its own;
+BLAS itself runs one thread (``blas=`` to change it). The reason is spinning: OpenBLAS's workers keep
+spinning for a while after each product, waiting for the next one, and so did Numba's OpenMP workers
+(:mod:`mst_ref.kernels` now makes them sleep). A spinning thread takes a core from the thread doing the
+work: the kernels and the products take turns thousands of times per run, and on a busy machine the
+cores are shared with other processes too. Measured on a two-core machine with other processes running
+(benchmarks/bench_threads.py), two spinning BLAS threads made the fast path 3x slower than one thread;
+threads that sleep when idle do not collapse.
 
-Inside a :func:`limit_threads` block with n > 1, the Numba kernels run on n threads while BLAS uses n
-threads too; :func:`kernel_threads` tells :mod:`mst_ref.models.mst_fast` how many to use during a pass
-(one when BLAS may spin on the other cores, see there).
+The default (:func:`default_threads`): ``MST_REF_THREADS`` if set, else one thread. ``--threads N`` on
+the command line (mst_ref.cli) and ``limit_threads(N)`` ask for more.
 """
 
 import os
@@ -74,15 +74,24 @@ def kernel_threads():
 
 
 @contextmanager
-def limit_threads(threads=None):
-    """Run the block with ``threads`` BLAS threads and ``threads`` Numba threads (then restore both).
+def limit_threads(threads=None, blas=1):
+    """Run the block with ``threads`` Numba threads and ``blas`` BLAS threads (then restore both).
 
     Parameters
     ----------
     threads : int or None
-        Threads for BLAS and for the Numba kernels; None takes :func:`default_threads`. Numba cannot run
-        more threads than it started with (``NUMBA_NUM_THREADS``, by default the number of cores), so the
-        Numba count is capped there; BLAS takes the number as given.
+        Threads of the Numba kernels and of the fast path's row-split products; None takes
+        :func:`default_threads`. Numba cannot run more threads than it started with
+        (``NUMBA_NUM_THREADS``, by default the number of cores), so the count is capped there.
+    blas : int or None
+        Threads of the BLAS library itself (default 1: the fast path parallelises its products itself;
+        more makes OpenBLAS's spinning workers compete with the kernels, and the kernels then run on one
+        thread, :func:`kernel_threads`). None: as many as ``threads``.
+
+    Yields
+    ------
+    n : int
+        The thread count in force.
 
     Examples
     --------
@@ -90,11 +99,13 @@ def limit_threads(threads=None):
     ...     result = model.snn_forward(images, 32)  # doctest: +SKIP
     """
     n = default_threads() if threads is None else threads
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"threads must be a positive integer; got {threads!r}")
+    nb = n if blas is None else blas
+    for value, name in ((n, "threads"), (nb, "blas")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer; got {value!r}")
     saved = numba.get_num_threads()
     controller = _controller(refresh=True)
-    with controller.limit(limits=n, user_api="blas"):
+    with controller.limit(limits=nb, user_api="blas"):
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
         try:
             yield n

@@ -31,8 +31,12 @@ Threads: BLAS and the Numba kernels take turns, and OpenBLAS's worker threads ke
 after each product, so parallel kernels would fight them for the cores (on two cores that halves the
 speed). So when BLAS runs several threads (its count now, read through threadpoolctl:
 :func:`mst_ref.threads.kernel_threads`) the kernels run on one thread during a pass; when BLAS runs one
-thread they use Numba's threads. :func:`mst_ref.threads.limit_threads` sets both.
+thread they use Numba's threads, and each large product is split by rows over as many threads of a
+pool that sleeps between products (:func:`_gemm`). :func:`mst_ref.threads.limit_threads` sets both (BLAS
+to one thread unless asked otherwise).
 """
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -47,6 +51,9 @@ from ..windows import relative_position_bias, window_order
 __all__ = ["supports", "forward", "default_chunk"]
 
 _NONE = {}  # (ndim, dtype) -> a zero-size array, the kernels' "absent"
+_POOL = {}  # threads -> the thread pool of _gemm's row blocks
+_SPLIT_ROWS = 64  # rows per block at least, and
+_SPLIT_WORK = 2**22  # multiply-adds per step at least, before _gemm splits a product over threads
 
 
 def supports(mode):
@@ -84,8 +91,26 @@ def _gemm(x, weight):
     One BLAS call per step, on the same rows whatever the number of steps in the call, so a step gives
     the same bits alone or in a chunk (a product over the rows of several steps can round differently:
     OpenBLAS takes other code paths for small products).
+
+    With n > 1 kernel threads (BLAS then runs one thread, :func:`mst_ref.threads.kernel_threads`), a large
+    product is split into n blocks of rows, one per thread of a pool whose idle threads sleep (OpenBLAS's
+    own workers would spin between products and take the cores from the Numba kernels). The blocks depend
+    only on R, so step-by-step and chunked runs still split alike.
     """
-    return np.matmul(x, weight.T)  # (T, R, Cout)
+    T, R, K = x.shape
+    out = np.empty((T, R, weight.shape[0]), dtype=np.result_type(x, weight))  # (T, R, Cout)
+    n = min(numba.get_num_threads(), R // _SPLIT_ROWS)
+    if n <= 1 or R * K * weight.shape[0] < _SPLIT_WORK:
+        return np.matmul(x, weight.T, out=out)  # (T, R, Cout)
+    pool = _POOL.get(n)
+    if pool is None:
+        pool = _POOL[n] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="mst_ref-gemm")
+    bounds = [R * i // n for i in range(n + 1)]
+    jobs = [pool.submit(np.matmul, x[:, a:b], weight.T, out=out[:, a:b])  # (T, b - a, Cout) each
+            for a, b in zip(bounds[:-1], bounds[1:])]
+    for job in jobs:
+        job.result()
+    return out
 
 
 def _membrane(mode, name, shape, lam):
