@@ -44,8 +44,14 @@ def raw_zip(entries):
         body += name + data
         directory += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0x21, crc, csize,
                                  size, len(name), 0, 0, 0, 0, 0, offset) + name
-    n = len(entries)
-    return bytes(body + directory + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, n, n, len(directory), len(body), 0))
+    n, end = len(entries), len(body) + len(directory)
+    if n < 0xFFFF:
+        return bytes(body + directory + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, n, n, len(directory), len(body), 0))
+    # over 65534 records: a ZIP64 end record and its locator, then the classic end record saying "see ZIP64"
+    zip64 = struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, n, n, len(directory), len(body))
+    locator = struct.pack("<IIQI", 0x07064B50, 0, end, 1)
+    classic = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 0xFFFF, 0xFFFF, len(directory), len(body), 0)
+    return bytes(body + directory + zip64 + locator + classic)
 
 
 @functools.cache
@@ -192,6 +198,23 @@ def shared_names(folder):           # one tensor under 150k names: convert wrote
     return write_torch_zip(folder / "names.pth", Op.program(body), {"0": np.arange(10, dtype="<f4").tobytes()})
 
 
+def many_records(folder, suffix):   # 105k empty records in 10 MB: the zip directory alone is large
+    pkl = Op.program(Op.dict([(Op.str("w"), Op.tensor("0", 10, (10,), (1,)))]))
+    record = np.arange(10, dtype="<f4").tobytes()
+    core = [("archive/data.pkl", pkl), ("archive/data/0", record)] if suffix == ".pth" else []
+    items = core + [(f"{k}.npy", b"") for k in range(105_000)]
+    path = folder / f"records{suffix}"
+    path.write_bytes(raw_zip([(n, d, 0, zlib.crc32(d), len(d), len(d)) for n, d in items]))
+    return path
+
+
+def honest_10mb(folder):            # control: a valid 10 MB file loads within the same bounds
+    numel = 10 * 2**20 // 4 - 2**12
+    pkl = Op.program(Op.dict([(Op.str("model"), Op.dict([(Op.str("w"), Op.tensor("0", numel, (numel,), (1,))),
+                                                         (Op.str("w.t"), Op.tensor("0", numel, (2**10, numel // 2**10), (1, 2**10)))]))]))
+    return write_torch_zip(folder / "honest.pth", pkl, {"0": np.ones(numel, "<f4").tobytes()})
+
+
 # (label, builder, action, expected outcome, regex the message must match)
 HANGS = [
     ("OrderedDict argument tower", ordered_dict_tower, "state", "CheckpointError", "to hash"),
@@ -214,6 +237,10 @@ BOMBS = [
     ("1000 deflated storages", many_storages, "state", "CheckpointError", "zip bomb"),
     (".npz deflate bomb", npz_bomb, "state", "CheckpointError", "declares 1207959680 bytes"),
     ("one tensor under 150k names", shared_names, "convert", "exit 2", "mst_ref refuses more than 100000"),
+    ("105k records (.npz)", functools.partial(many_records, suffix=".npz"), "state", "CheckpointError",
+     "holds 105000 members"),
+    ("105k records (.pth)", functools.partial(many_records, suffix=".pth"), "state", "ok", ""),
+    ("a valid 10 MB file", honest_10mb, "state", "ok", ""),
 ]
 
 CHILD = r"""
