@@ -120,7 +120,8 @@ def _holds_arrays(obj):
 
 def _read_npz(path):
     """An .npz of .npy members (no pickles, nothing else), read as a stream under the file's budget."""
-    state, budget = {}, Budget(read_limit(path))
+    state, limit = {}, read_limit(path)
+    budget = Budget(limit)
     try:
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
@@ -133,7 +134,7 @@ def _read_npz(path):
                 name = info.filename[: -len(".npy")]
                 if name in state:
                     raise CheckpointError(f"{path}: member {info.filename[:100]!r} appears twice")
-                state[name] = _parse_npy(read_member(archive, info, read_limit(path), budget), name)
+                state[name] = _parse_npy(read_member(archive, info, limit, budget), name)
     except CheckpointError as e:
         raise e if str(e).startswith(os.fspath(path)) else CheckpointError(f"{os.fspath(path)}: {e}") from e
     except FILE_ERRORS as e:
