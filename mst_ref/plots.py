@@ -129,6 +129,24 @@ def _dashed(draw, p, q, color, width=LINE):
               (p[0] + (q[0] - p[0]) * e / length, p[1] + (q[1] - p[1]) * e / length), color, width, caps=False)
 
 
+def _dashed_path(draw, points, color, width=LINE):
+    """A dashed polyline whose 6-on, 4-off pattern runs on along the whole path (not per segment)."""
+    pts = np.asarray(points, dtype=float)  # (n, 2)
+    if len(pts) < 2:
+        return
+    cum = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(pts, axis=0).T))])  # (n,) arc length
+
+    def at(d):  # the point at arc length d
+        return (float(np.interp(d, cum, pts[:, 0])), float(np.interp(d, cum, pts[:, 1])))
+
+    for start in np.arange(0.0, cum[-1], 10.0):
+        end = min(start + 6.0, cum[-1])
+        inner = [tuple(p) for p, c in zip(pts, cum) if start < c < end]  # vertices inside the dash
+        dash = [at(start), *inner, at(end)]
+        for p, q in zip(dash, dash[1:]):
+            _band(draw, p, q, color, width, caps=len(dash) > 2)
+
+
 def _vertical_text(image, text, center_x, center_y):
     """Paste ``text`` rotated by 90 degrees (reading upwards), centred at (center_x, center_y)."""
     probe = ImageDraw.Draw(image)
@@ -264,8 +282,7 @@ def line_chart_png(path, x, series, title, xlabel, ylabel, logx=False, dashed=()
         color = PALETTE[i % len(PALETTE)]
         points = [ax.px(a, b) for a, b in zip(xs, values[i])]
         if labels[i] in dashed:
-            for p, q in zip(points, points[1:]):
-                _dashed(ax.draw, p, q, color)
+            _dashed_path(ax.draw, points, color)
             continue
         _polyline(ax.draw, points, color)
         for c, r in points if len(points) <= 40 else points[:1]:  # markers, unless they would crowd

@@ -28,16 +28,11 @@
 
 # %%
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
-try:
-    import mst_ref
-except ImportError:  # a checkout that was not pip-installed: put the repository root on the path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import mst_ref
+import mst_ref  # installed by `pip install -e .` (README); tutorials never patch the path
 from mst_ref import plots
 from mst_ref.neurons import if_neuron, if_neuron_reference, spike_counts
 from mst_ref.qcfs import clip_activation, qcfs
@@ -132,8 +127,12 @@ print("spikes (rows = neurons, columns = steps):")
 print((out3.T > 0).astype(int))
 print("spike counts:", spike_counts(out3), " rates:", out3.mean(axis=0))
 png1 = plots.traces_png(OUT / "01_membrane_traces.png", trace3, 1.0,
-                        "IF membrane v (before the reset), inputs 0.15 / 0.4 / 0.85, lambda = 1")
-png2 = plots.raster_png(OUT / "01_spike_raster.png", out3 > 0, "IF spikes, inputs 0.15 / 0.4 / 0.85")
+                        "Membrane potential of 3 IF neurons with constant inputs, lambda = 1",
+                        labels=["input x = 0.15", "input x = 0.4", "input x = 0.85"],
+                        ylabel="v after the input, before the reset")
+png2 = plots.raster_png(OUT / "01_spike_raster.png", out3 > 0,
+                        "Spikes of 3 IF neurons, constant inputs 0.15 / 0.4 / 0.85 (top to bottom), lambda = 1",
+                        ylabel="neuron (input 0.15, 0.4, 0.85)")
 print("wrote", png1, "and", png2)
 assert spike_counts(out3).tolist() == [3, 8, 17]  # = floor(20 x + 1/2), as section 3 shows
 
@@ -214,7 +213,8 @@ x_plot = np.linspace(-0.25, 1.25, 121) * lam  # (121,)
 rates = {f"IF rate, T = {T}": if_neuron(np.tile(x_plot, (T, 1)), lam).mean(axis=0) for T in (4, 8)}
 png = plots.line_chart_png(OUT / "01_rate_vs_input.png", x_plot,
                            {**rates, "clip(x, 0, lambda)": clip_activation(x_plot, lam)},
-                           "IF firing rate = QCFS with L = T (lambda = 2)", "constant input x", "mean output")
+                           f"IF mean output = QCFS with L = T (lambda = {lam:g})", "constant input x",
+                           "mean output over T steps (rate x lambda)", dashed={"clip(x, 0, lambda)"})
 print("wrote", png)
 
 # %% [markdown]

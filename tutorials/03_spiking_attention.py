@@ -30,16 +30,11 @@
 
 # %%
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
-try:
-    import mst_ref  # noqa: F401 (is the package importable?)
-except ImportError:  # a checkout that was not pip-installed: put the repository root on the path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import mst_ref
+import mst_ref  # noqa: F401  (installed by `pip install -e .`, README; tutorials never patch the path)
 from mst_ref import data, plots
 from mst_ref.attention import softmax, window_attention
 from mst_ref.checkpoint import load_checkpoint
@@ -315,9 +310,9 @@ assert compensated[-1] < 0.005 and compensated[-1] < faithful[-1] / 10
 png = plots.line_chart_png(OUT / "03_convergence_random_mst.png", Ts,
                            {"faithful (per-step softmax / products)": np.log10(faithful),
                             "expectation-compensated": np.log10(compensated)},
-                           "Random tiny MST: relative logit error vs the clip ANN",
+                           "Random tiny MST: relative logit error of the SNN vs the clip ANN",
                            "time steps T (log scale)",
-                           "log10 relative error", logx=True)
+                           "log10 of ||mean SNN logits - ANN logits|| / ||ANN logits||", logx=True)
 print("wrote", png)
 
 # %% [markdown]
@@ -362,9 +357,9 @@ assert acc["expectation"][-1] >= acc["none"][-1]  # and, on these images, the ac
 assert acc["none"][-1] > acc["none"][0] and acc["expectation"][-1] > acc["expectation"][0]  # more steps help
 Ts = np.arange(1, T_max + 1)
 png = plots.line_chart_png(OUT / "03_accuracy_vs_T_shipped.png", Ts,
-                           {"SNN, faithful": acc["none"], "SNN, compensated": acc["expectation"],
-                            f"ANN (QCFS, L = {c.qcfs_levels})": np.full(T_max, acc_ann)},
+                           {"SNN, faithful": 100 * acc["none"], "SNN, compensated": 100 * acc["expectation"],
+                            f"ANN (QCFS, L = {c.qcfs_levels})": np.full(T_max, 100 * acc_ann)},
                            f"mst_fashion.pth, first {n_images} sample images: accuracy vs T",
-                           "time steps T", "accuracy")
+                           "time steps T", "accuracy (%)", dashed={f"ANN (QCFS, L = {c.qcfs_levels})"})
 print("wrote", png)
 print("tutorial 03 done")

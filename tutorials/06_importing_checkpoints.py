@@ -35,7 +35,6 @@ import pickle
 import pickletools
 import shutil
 import struct
-import sys
 import tempfile
 import zipfile
 from collections import OrderedDict
@@ -43,11 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    import mst_ref
-except ImportError:  # a checkout that was not pip-installed: put the repository root on the path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import mst_ref
+import mst_ref  # installed by `pip install -e .` (README); tutorials never patch the path
 from mst_ref import cli, data, plots
 from mst_ref.checkpoint import (CheckpointError, describe_checkpoint, load_checkpoint, load_state_dict,
                                 save_npz)
@@ -364,7 +359,9 @@ assert set(lam_plain) == set(sites) == set(lam_rsm) and min(lam_plain.values()) 
 plots.line_chart_png(OUT / "06_thresholds.png", np.arange(len(sites)),
                      {"mst_fashion.pth": [lam_plain[k] for k in sites],
                       "mst_fashion_rsm75.pth": [lam_rsm[k] for k in sites]},
-                     "QCFS thresholds lambda per activation site", "site (forward order)", "lambda")
+                     "QCFS thresholds lambda per activation site, both shipped models",
+                     f"activation site index (forward order, 0..{len(sites) - 1})",
+                     "lambda (units of the site's input)")
 
 stdout = io.StringIO()
 with contextlib.redirect_stdout(stdout):
