@@ -16,8 +16,10 @@ Reproduces ``nn.Conv2d``, ``nn.BatchNorm2d`` (eval mode), ``nn.AvgPool2d(2, 2)``
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-__all__ = ["to_channels_last", "conv2d", "conv_output_size", "avg_pool2", "global_avg_pool", "flatten_chw",
-           "conv_fan_out_map"]
+from . import kernels
+
+__all__ = ["to_channels_last", "conv2d", "conv2d_events", "conv2d_events_reference", "conv_output_size",
+           "avg_pool2", "global_avg_pool", "flatten_chw", "conv_fan_out_map"]
 
 
 def to_channels_last(images):
@@ -69,6 +71,58 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     if bias is not None:
         y += bias
     return y.reshape(*lead, ho, wo, cout)  # (..., Ho, Wo, Cout)
+
+
+def conv2d_events_reference(x, weight, bias=None, stride=1, padding=0):
+    """The convolution as a sum over taps and input channels, in the order of the event-driven kernel.
+
+    Parameters and result as :func:`conv2d`.
+
+    Notes
+    -----
+    .. math:: y[\\ldots, i, j, :] = b + \\sum_{u, v} \\sum_c x[\\ldots, \\sigma i + u - p, \\sigma j + v - p, c]\\,
+              W[:, c, u, v]
+
+    added one (tap, channel) at a time, in the order (u, v, c): the same additions in the same order as
+    :func:`mst_ref.kernels.conv2d_events`, which skips the zero inputs (adding ``0 * w`` changes nothing),
+    so the two agree bit for bit. :func:`conv2d` adds the same products in BLAS's order (a few ulps
+    apart).
+    """
+    cout, cin, k, _ = weight.shape
+    h, w_ = x.shape[-3], x.shape[-2]
+    ho, wo = conv_output_size(h, k, stride, padding), conv_output_size(w_, k, stride, padding)
+    pads = [(0, 0)] * (x.ndim - 3) + [(padding, padding), (padding, padding), (0, 0)]
+    xp = np.pad(x, pads)  # (..., H + 2p, W + 2p, Cin)
+    y = np.zeros((*x.shape[:-3], ho, wo, cout), dtype=x.dtype)  # (..., Ho, Wo, Cout)
+    for u in range(k):
+        for v in range(k):
+            tap = xp[..., u: u + stride * (ho - 1) + 1: stride, v: v + stride * (wo - 1) + 1: stride, :]  # (..., Ho, Wo, Cin)
+            for c in range(cin):
+                # y += x[..., c] * W[:, c, u, v]
+                y += tap[..., c:c + 1] * weight[:, c, u, v]  # (..., Ho, Wo, Cout)
+    if bias is not None:
+        y += bias
+    return y
+
+
+def conv2d_events(x, weight, bias=None, stride=1, padding=0):
+    """:func:`conv2d_events_reference` through the Numba kernel :func:`mst_ref.kernels.conv2d_events`.
+
+    The fast path of the CNNs' SNN: a convolution fed by spikes costs one row of W per spike (its SOPs),
+    not a dense product; with a few tens of percent of neurons spiking per step this beats im2col + BLAS
+    on the narrow layers of the small models. Same bits as the reference.
+    """
+    cout, cin, k, _ = weight.shape
+    lead = x.shape[:-3]
+    h, w_ = x.shape[-3], x.shape[-2]
+    ho, wo = conv_output_size(h, k, stride, padding), conv_output_size(w_, k, stride, padding)
+    xs = np.ascontiguousarray(x.reshape(-1, h, w_, cin))  # (S, H, W, Cin)
+    taps = np.ascontiguousarray(weight.transpose(2, 3, 1, 0))  # (k, k, Cin, Cout)
+    out = np.zeros((xs.shape[0], ho, wo, cout), dtype=x.dtype)  # (S, Ho, Wo, Cout)
+    y = kernels.conv2d_events(xs, taps, stride, padding, ho, wo, out).reshape(*lead, ho, wo, cout)
+    if bias is not None:
+        y += bias
+    return y
 
 
 def avg_pool2(x):

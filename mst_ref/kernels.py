@@ -11,6 +11,7 @@ kernel                         readable twin
 :func:`multilevel_scan`        :func:`mst_ref.neurons.multilevel_neuron_reference`
 :func:`site_scan`              :func:`mst_ref.neurons.site_scan_reference`
 :func:`window_attention_scan`  :func:`mst_ref.attention.window_attention_scan_reference`
+:func:`conv2d_events`          :func:`mst_ref.conv.conv2d_events_reference`
 =============================  ==================================================================
 
 Kernels take and return plain contiguous arrays and do no argument checking: the public wrappers
@@ -31,7 +32,7 @@ import numba
 import numpy as np
 from numba import prange
 
-__all__ = ["njit", "if_scan", "multilevel_scan", "site_scan", "window_attention_scan"]
+__all__ = ["njit", "if_scan", "multilevel_scan", "site_scan", "window_attention_scan", "conv2d_events"]
 
 njit = partial(numba.njit, cache=True, nogil=True)
 
@@ -529,3 +530,54 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
             part_pairs[item, 1, t] = pairs_pv
     return part_counts.sum(axis=0), part_pairs.sum(axis=0)
 
+
+
+@njit(parallel=True)
+def conv2d_events(x, w, stride, padding, ho, wo, out):
+    """Convolution that skips zero inputs: the event-driven form of a conv fed by spikes.
+
+    Twin of :func:`mst_ref.conv.conv2d_events_reference` (same loop order, same bits).
+
+    Parameters
+    ----------
+    x : (S, H, W, Cin) float ndarray
+        S = steps x images; spikes (0 or lambda), or any sparse map.
+    w : (k, k, Cin, Cout) float ndarray
+        The conv weight with its taps in front (``weight.transpose(2, 3, 1, 0)``), contiguous.
+    stride, padding, ho, wo : int
+    out : (S, ho, wo, Cout) float ndarray, zeros
+        Accumulated into and returned.
+
+    Notes
+    -----
+    .. math:: y[s, i, j, :] = \\sum_{u, v} \\sum_{c:\\, x \\ne 0} x[s, \\sigma i + u - p, \\sigma j + v - p, c]\\,
+              W[u, v, c, :]
+
+    taps (u, v) and channels c in this order; each nonzero input adds one row of W (Cout accumulates: the
+    SOPs of the layer). Positions outside the image are the zero padding: skipped.
+    """
+    S, H, W, cin = x.shape
+    k, cout = w.shape[0], w.shape[3]
+    for s in prange(S):
+        acc = np.empty(cout, dtype=out.dtype)  # one output pixel's Cout sums, in registers / L1
+        for i in range(ho):
+            for j in range(wo):
+                for o in range(cout):
+                    acc[o] = out[s, i, j, o]
+                for u in range(k):
+                    r = i * stride + u - padding
+                    if r < 0 or r >= H:
+                        continue
+                    for v in range(k):
+                        q = j * stride + v - padding
+                        if q < 0 or q >= W:
+                            continue
+                        for c in range(cin):
+                            val = x[s, r, q, c]
+                            if val != 0:
+                                # y[s, i, j, :] += x * W[u, v, c, :]
+                                for o in range(cout):
+                                    acc[o] += val * w[u, v, c, o]
+                for o in range(cout):
+                    out[s, i, j, o] = acc[o]
+    return out

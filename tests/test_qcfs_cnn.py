@@ -297,3 +297,31 @@ def test_bad_state_dicts_list_every_problem():
     with pytest.raises(ValueError, match="timesteps"):
         model.snn_forward(np.zeros((1, 1, 16, 16), np.float32), 0)
     assert set(expected_cnn_shapes(TINY_RES)) == set(state)
+
+
+@pytest.mark.kernels
+@given(seed=st.integers(0, 10**6), stride=st.sampled_from([1, 2]), kernel=st.sampled_from([1, 3]),
+       rate=st.sampled_from([0.0, 0.2, 1.0]))
+@settings(max_examples=25, deadline=None)
+def test_event_driven_conv_kernel_equals_its_numpy_twin_bit_for_bit(seed, stride, kernel, rate):
+    from mst_ref.conv import conv2d_events, conv2d_events_reference
+
+    rng = np.random.default_rng(seed)
+    for dtype in (np.float32, np.float64):
+        x = ((rng.random((2, 3, 7, 6, 3)) < rate) * rng.choice([0.5, 1.25], size=(2, 3, 7, 6, 3))).astype(dtype)
+        w = rng.standard_normal((4, 3, kernel, kernel)).astype(dtype)
+        b = rng.standard_normal(4).astype(dtype)
+        pad = kernel // 2
+        fast = conv2d_events(x, w, b, stride, pad)
+        np.testing.assert_array_equal(fast, conv2d_events_reference(x, w, b, stride, pad))
+        np.testing.assert_allclose(fast, conv2d(x, w, b, stride, pad), rtol=1e-5, atol=1e-5)
+
+
+def test_fast_and_readable_snn_paths_agree():
+    rng = np.random.default_rng(11)
+    for cfg in (TINY_RES, TINY_VGG):
+        model = QCFSCNN.random(cfg, rng, dtype=np.float64)
+        x = rng.standard_normal((2, cfg.in_chans, cfg.img_size, cfg.img_size))
+        fast, slow = model.snn_forward(x, 8), model.snn_forward(x, 8, fast=False)
+        np.testing.assert_allclose(fast.step_logits, slow.step_logits, rtol=1e-10, atol=1e-10)
+        assert fast.spike_counts_by_site == slow.spike_counts_by_site

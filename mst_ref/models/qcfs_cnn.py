@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..conv import avg_pool2, conv2d, conv_output_size, flatten_chw, global_avg_pool, to_channels_last
+from ..conv import (avg_pool2, conv2d, conv2d_events, conv_output_size, flatten_chw, global_avg_pool,
+                    to_channels_last)
 from ..layers import batch_norm, bn_params, linear
 from ..network import SpikingNetwork
 from ..qcfs import qcfs_clamp_first
@@ -424,10 +425,17 @@ class QCFSCNN(SpikingNetwork):
             return self._resnet(x, mode)
         return self._vgg(x, mode)
 
-    def _conv_bn(self, x, conv, bn, stride=1, padding=1):
-        """Conv2d -> BatchNorm2d (eval); x (..., H, W, Cin) -> (..., Ho, Wo, Cout)."""
+    def _conv_bn(self, x, conv, bn, stride=1, padding=1, mode=None):
+        """Conv2d -> BatchNorm2d (eval); x (..., H, W, Cin) -> (..., Ho, Wo, Cout).
+
+        With a spiking ``mode`` on its fast path (``mode.fast``, the default) the convolution of a spike
+        map runs event-driven (:func:`mst_ref.conv.conv2d_events`: one row of W per spike); otherwise
+        as im2col + one BLAS product per step (:func:`mst_ref.conv.conv2d`). Same numbers up to float
+        rounding.
+        """
         s = self.state
-        y = conv2d(x, s[f"{conv}.weight"], s.get(f"{conv}.bias"), stride, padding)  # (..., Ho, Wo, Cout)
+        conv_fn = conv2d_events if mode is not None and mode.spiking and mode.fast else conv2d
+        y = conv_fn(x, s[f"{conv}.weight"], s.get(f"{conv}.bias"), stride, padding)  # (..., Ho, Wo, Cout)
         return batch_norm(y, *bn_params(s, bn))
 
     def _site(self, mode, name, x):
@@ -441,11 +449,11 @@ class QCFSCNN(SpikingNetwork):
         for prefix, c_in, c_out, stride, side, has_sc in resnet_blocks(self.config):
             r = f"{prefix}.residual_function"
             # h = BN(Conv3x3(IF(BN(Conv3x3(x)))))
-            h = self._conv_bn(x, f"{r}.0", f"{r}.1", stride)  # (..., Ho, Wo, c_out)
+            h = self._conv_bn(x, f"{r}.0", f"{r}.1", stride, mode=mode)  # (..., Ho, Wo, c_out)
             h = self._site(mode, f"{r}.2", h)
-            h = self._conv_bn(h, f"{r}.3", f"{r}.4")  # (..., Ho, Wo, c_out)
+            h = self._conv_bn(h, f"{r}.3", f"{r}.4", mode=mode)  # (..., Ho, Wo, c_out)
             # shortcut = BN(Conv1x1(x)) when the shape changes, else x
-            sc = self._conv_bn(x, f"{prefix}.shortcut.0", f"{prefix}.shortcut.1", stride, 0) if has_sc else x
+            sc = self._conv_bn(x, f"{prefix}.shortcut.0", f"{prefix}.shortcut.1", stride, 0, mode) if has_sc else x
             # x = IF(h + shortcut)
             x = self._site(mode, f"{prefix}.act", h + sc)  # (..., Ho, Wo, c_out)
         x = global_avg_pool(x)  # (..., c5)
@@ -455,7 +463,7 @@ class QCFSCNN(SpikingNetwork):
         first = True
         for conv, site, c_in, c_out, side, pooled in vgg_convs(self.config):
             layer, idx = conv.rsplit(".", 1)
-            x = self._conv_bn(x, conv, f"{layer}.{int(idx) + 1}")  # (..., H, W, c_out)
+            x = self._conv_bn(x, conv, f"{layer}.{int(idx) + 1}", mode=None if first else mode)  # (..., H, W, c_out)
             if first:  # the image's convolution once, then fed at every step
                 x, first = mode.enter_time(x), False
             x = self._site(mode, site, x)
