@@ -89,6 +89,13 @@ def test_there_are_tutorials():
 
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
+def test_tutorials_use_the_installed_package(path):
+    # they run where mst_ref is installed (pip install -e .), as a reader's own scripts would
+    assert "sys.path" not in path.read_text().replace("never patch the path", ""), \
+        f"{path.name} patches sys.path; import the installed mst_ref instead"
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
 def test_tutorial_runs_and_writes_its_pictures(path, tmp_path):
     source = path.read_text()
     assert "# %% [markdown]" in source and re.search(r"^# %%$", source, re.M), \
