@@ -39,7 +39,7 @@ import numpy as np
 MAX_DEPTH = 64              # nesting no checkpoint comes near
 MAX_HASH_WORK = 10**7       # hashing steps the whole pickle may cause (dict keys, set items, arguments)
 MAX_NODES = 10**6           # objects in the unpickled tree, a shared one counted at every use
-MAX_OPCODES = 10**6         # a Swin-B checkpoint with its optimizer state runs about 10**5
+MAX_OPCODES = 5 * 10**5     # Swin-B with its AdamW state: 1.2 * 10**5 (0.35 MiB); a second to read at most
 MAX_INT_BYTES = 64          # integers up to 2**511 (LONG1): sizes, seeds, counters; never 4300 digits
 SCALARS = (type(None), bool, int, float, complex, str, bytes)
 
@@ -57,7 +57,12 @@ ARGUMENTS = {
     "GLOBAL": "lines", "REDUCE": None, "BUILD": None, "NEWOBJ": None, "BINPERSID": None,
 }
 OPCODES = {op.code.encode("latin-1")[0]: op.name for op in pickletools.opcodes}
-ALLOWED_OPCODES = {code: (name, ARGUMENTS[name]) for code, name in OPCODES.items() if name in ARGUMENTS}
+# code -> (name, struct of the argument or its length prefix, whether a length prefix), for the scan
+ALLOWED_OPCODES = {code: (name, ARGUMENTS[name] if ARGUMENTS[name] in (None, "lines") else
+                          struct.Struct(ARGUMENTS[name].lstrip("n")), str(ARGUMENTS[name]).startswith("n"))
+                   for code, name in OPCODES.items() if name in ARGUMENTS}
+ATOMS = {"NONE", "NEWTRUE", "NEWFALSE", "BININT", "BININT1", "BININT2", "BINFLOAT", "BINUNICODE",
+         "SHORT_BINSTRING"}       # opcodes that push one object holding nothing
 
 
 class CheckpointError(ValueError):
@@ -117,7 +122,7 @@ def check_pickle(data, allowed):
         if ops > MAX_OPCODES:
             raise CheckpointError(f"the pickle runs over {MAX_OPCODES} opcodes; a checkpoint's pickle holds "
                                   "only the tensors' descriptions (their data is stored beside it)")
-        name, fmt = ALLOWED_OPCODES[code]
+        name, fmt, prefixed = ALLOWED_OPCODES[code]
         start, pos, arg = pos, pos + 1, None
         if fmt == "lines":
             first = data.find(b"\n", pos, pos + 1000)
@@ -126,13 +131,11 @@ def check_pickle(data, allowed):
                 raise CheckpointError(f"the pickle's GLOBAL at byte {start} is not two short lines")
             arg, pos = data[pos:end].decode("utf-8", "replace").split("\n"), end + 1
         elif fmt is not None:
-            length = fmt[1:] if fmt[0] == "n" else fmt
-            size = struct.calcsize(length)
-            if pos + size > n:
+            if pos + fmt.size > n:
                 raise CheckpointError(f"the pickle ends inside {name}; the file is truncated")
-            (arg,) = struct.unpack_from(length, data, pos)
-            pos += size
-            if fmt[0] == "n":                       # a length-prefixed string, bytes or integer
+            (arg,) = fmt.unpack_from(data, pos)
+            pos += fmt.size
+            if prefixed:                            # a length-prefixed string or integer
                 if arg < 0 or pos + arg > n:
                     raise CheckpointError(f"the pickle's {name} at byte {start} claims {arg} bytes; "
                                           f"only {n - pos} follow")
@@ -140,26 +143,25 @@ def check_pickle(data, allowed):
                     raise CheckpointError(f"the pickle holds an integer of {arg} bytes (over {MAX_INT_BYTES}); "
                                           "no checkpoint needs one")
                 pos += arg
-        # the stack effect of each opcode, and the hashing it may cause
-        if name in ("BINPUT", "LONG_BINPUT"):
-            index = arg
-            if index > len(memo):            # a pickler numbers its memo 0, 1, 2, ...
-                raise CheckpointError(f"the pickle's {name} index {index} skips ahead of the {len(memo)} "
-                                      "objects memoised so far; not a pickler's output")
-            (top,) = pop(1, name)
-            stack.append(top)
-            if index == len(memo):
-                memo.append(top)
-            else:
-                memo[index] = top
+        # the stack effect of each opcode (most frequent first), and the hashing it may cause
+        if name in ATOMS:
+            stack.append((1, 0))
         elif name in ("BINGET", "LONG_BINGET"):
             if arg >= len(memo):
                 raise CheckpointError(f"the pickle's {name} reads memo entry {arg}, which was never set")
             stack.append(memo[arg])
+        elif name in ("BINPUT", "LONG_BINPUT"):
+            if arg > len(memo):              # a pickler numbers its memo 0, 1, 2, ...
+                raise CheckpointError(f"the pickle's {name} index {arg} skips ahead of the {len(memo)} "
+                                      "objects memoised so far; not a pickler's output")
+            if not stack or (marks and marks[-1] == len(stack)):
+                raise CheckpointError(f"the pickle's {name} at byte {start} memoises an empty stack")
+            if arg == len(memo):
+                memo.append(stack[-1])
+            else:
+                memo[arg] = stack[-1]
         elif name == "MARK":
             marks.append(len(stack))
-        elif name in ("EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET"):
-            stack.append([1, 0])
         elif name in ("TUPLE", "EMPTY_TUPLE", "TUPLE1", "TUPLE2", "TUPLE3"):
             count = {"EMPTY_TUPLE": 0, "TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}.get(name)
             items = pop_mark(name) if count is None else pop(count, name)
@@ -167,19 +169,6 @@ def check_pickle(data, allowed):
             if depth > MAX_DEPTH:
                 raise CheckpointError(f"the pickle nests tuples more than {MAX_DEPTH} deep")
             stack.append((_cap(1 + sum(w for w, _ in items)), depth))
-        elif name in ("APPEND", "SETITEM"):
-            items = pop(1 if name == "APPEND" else 2, name)
-            (target,) = pop(1, name)
-            stack.append(target)
-            add(target, items)
-            work += items[0][0] if name == "SETITEM" else 0          # the key is hashed
-        elif name in ("APPENDS", "SETITEMS"):
-            items = pop_mark(name)
-            (target,) = pop(1, name)
-            stack.append(target)
-            add(target, items)
-            if name == "SETITEMS":                                  # the keys are hashed
-                work += sum(w for w, _ in items[0::2])
         elif name in ("REDUCE", "NEWOBJ", "BUILD"):
             fn, args = pop(2, name)
             work += args[0]                                         # a callable may hash its arguments
@@ -188,13 +177,29 @@ def check_pickle(data, allowed):
                 add(fn, [args])
             else:
                 stack.append([_cap(1 + args[0]), 0])
-        elif name == "BINPERSID":
-            (pid,) = pop(1, name)
+        elif name in ("EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET", "BINPERSID"):
+            if name == "BINPERSID":
+                pop(1, name)
             stack.append([1, 0])
+        elif name in ("APPENDS", "SETITEMS"):
+            items = pop_mark(name)
+            (target,) = pop(1, name)
+            stack.append(target)
+            add(target, items)
+            if name == "SETITEMS":                                  # the keys are hashed
+                work += sum(w for w, _ in items[0::2])
+        elif name in ("APPEND", "SETITEM"):
+            items = pop(1 if name == "APPEND" else 2, name)
+            (target,) = pop(1, name)
+            stack.append(target)
+            add(target, items)
+            work += items[0][0] if name == "SETITEM" else 0          # the key is hashed
         elif name == "GLOBAL":
             if len(arg) != 2 or (arg[0], arg[1]) not in allowed:
                 raise CheckpointError(refusal(*(arg + ["", ""])[:2]))
             stack.append((1, 0))
+        elif name == "LONG1":
+            stack.append((1 + arg // 8, 0))                        # hashing an int reads all its digits
         elif name == "PROTO":
             if arg > pickle.HIGHEST_PROTOCOL:
                 raise CheckpointError(f"the pickle claims protocol {arg}; the highest is {pickle.HIGHEST_PROTOCOL}")
@@ -203,13 +208,9 @@ def check_pickle(data, allowed):
                 raise CheckpointError(f"the pickle stops at byte {start} with {len(stack)} objects on its "
                                       f"stack and {n - pos} bytes after it; the file is corrupt")
             return
-        elif name == "LONG1":
-            stack.append((1 + arg // 8, 0))                        # hashing an int reads all its digits
-        else:                                                       # the remaining opcodes push one atom
-            stack.append((1, 0))
         if work > MAX_HASH_WORK:
-            raise CheckpointError(f"the pickle's dict keys, set items and call arguments take over "
-                                  f"{MAX_HASH_WORK} steps to hash (deeply shared tuples); no checkpoint does this")
+            raise CheckpointError(f"the pickle's dict keys and call arguments take over {MAX_HASH_WORK} steps "
+                                  "to hash (deeply shared tuples); no checkpoint does this")
 
 
 def refusal(module, name):

@@ -222,7 +222,7 @@ HANGS = [
     ("INST of an allowed class", inst_tower, "state", "CheckpointError", "opcode INST"),
     ("LONG4 key hashed 200k times", huge_int_key, "state", "CheckpointError", "opcode LONG4 at byte"),
     ("64 MiB opcode flood", opcode_flood_64mib, "state", "CheckpointError", "refuses pickles over 4 MiB"),
-    ("4 MiB opcode flood", opcode_flood_4mib, "state", "CheckpointError", "over 1000000 opcodes"),
+    ("4 MiB opcode flood", opcode_flood_4mib, "state", "CheckpointError", "over 500000 opcodes"),
     ("memo flood", memo_flood, "state", "CheckpointError", "refuses pickles over 4 MiB"),
     ("scattered memo indices", scattered_memo, "state", "CheckpointError", "skips ahead"),
     ("block 999999999 (load)", many_blocks, "model", "CheckpointError", "blocks of stage 0 must be"),
