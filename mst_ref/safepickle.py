@@ -11,9 +11,8 @@ makes three changes:
    set ``torch.load(weights_only=True)`` accepts (so no EXT1/EXT2/EXT4, which fetch objects from
    copyreg's cache without ``find_class``, no INST/OBJ/STACK_GLOBAL, no protocol-0 text opcodes, no
    LONG4, no frames or out-of-band buffers), every GLOBAL is on the allow-list, every integer fits in
-   ``MAX_INT_BYTES``,
-   memo indices come in the order a pickler writes them (the C unpickler sizes its memo by the largest
-   index), tuples nest at most ``MAX_DEPTH`` deep (hashing one recurses in C), and the hashing the
+   ``MAX_INT_BYTES``, memo indices come in the order a pickler writes them (the C unpickler sizes its
+   memo by the largest index), the program runs at most ``MAX_OPCODES`` opcodes, tuples nest at most ``MAX_DEPTH`` deep (hashing one recurses in C), and the hashing the
    program can cause stays under ``MAX_HASH_WORK`` steps. Tuple and int hashes are not cached: a key
    built from the memo as ``t_i = (t_{i-1}, t_{i-1})`` takes 2**i steps to hash, whether it is a dict
    key (SETITEM) or sits in the arguments of an allowed callable (``OrderedDict(pairs)``), so every
@@ -37,7 +36,7 @@ from collections import OrderedDict
 import numpy as np
 
 MAX_DEPTH = 64              # nesting no checkpoint comes near
-MAX_HASH_WORK = 10**7       # hashing steps the whole pickle may cause (dict keys, set items, arguments)
+MAX_HASH_WORK = 10**7       # hashing steps the whole pickle may cause (dict keys, call arguments)
 MAX_NODES = 10**6           # objects in the unpickled tree, a shared one counted at every use
 MAX_OPCODES = 5 * 10**5     # Swin-B with its AdamW state: 1.2 * 10**5 (0.35 MiB); a second to read at most
 MAX_INT_BYTES = 64          # integers up to 2**511 (LONG1): sizes, seeds, counters; never 4300 digits
