@@ -129,6 +129,8 @@ def _build_parser():
     cli_energy.add_mask_sweep_parser(sub)
     cli_energy.add_energy_parser(sub)
     cli_analysis.add_analyze_parser(sub)
+    from . import cli_table
+    cli_table.add_rsm_table_parser(sub)
     _add_threads_option(sub)  # last: after every command is registered
     return parser
 

@@ -147,11 +147,16 @@ class SpikeMasker:
         Site name -> the child generator it draws its uniforms from.
     rescale : bool
         Divide kept spikes by 1 - p.
+    fired : dict of {str: int}
+        Masked site -> nonzero outputs it produced BEFORE masking, summed over the calls of
+        :meth:`__call__` (the spikes its neurons fired; the layers after it receive fewer). Sites
+        masked inside fused kernels (MST's fast path) are not seen here.
     """
 
     ratios: dict = field(default_factory=dict)
     rngs: dict = field(default_factory=dict)
     rescale: bool = False
+    fired: dict = field(default_factory=dict)
 
     @classmethod
     def create(cls, site_names, ratio, rng, sites="published", rescale=False, presets=MASK_SITE_PRESETS):
@@ -177,4 +182,5 @@ class SpikeMasker:
         p = self.ratios.get(name, 0.0)
         if p == 0:
             return s
+        self.fired[name] = self.fired.get(name, 0) + int(np.count_nonzero(s))
         return rsm(s, p, self.rngs[name], self.rescale)

@@ -55,6 +55,9 @@ class SNNResult:
         each step, whole batch (:func:`mst_ref.modes.nonzero_pairs`).
     config : MSTConfig, CNNConfig or None
         The model's architecture, for the energy accounting (:mod:`mst_ref.energy`).
+    fired_at_masked_sites : dict of {str: int}
+        Masked sites -> outputs their neurons fired before RSM, all steps, whole batch (counted by
+        :class:`mst_ref.masking.SpikeMasker` on the readable path).
     synaptic_events_per_step : dict of {str: (T,) int64 ndarray}
         Sites whose spikes were weighed position by position (the CNNs' convolutions) -> synapses
         reached at each step, whole batch (:meth:`mst_ref.modes.Mode.count_synaptic_events`).
@@ -77,6 +80,7 @@ class SNNResult:
     neuron: str = "if"
     max_spikes: int = 1
     synaptic_events_per_step: dict = field(default_factory=dict)
+    fired_at_masked_sites: dict = field(default_factory=dict)
 
     @property
     def timesteps(self):
@@ -103,6 +107,25 @@ class SNNResult:
     def spike_counts_by_site(self):
         """dict site -> int: total spikes over all steps and the whole batch."""
         return {name: int(c.sum()) for name, c in self.spike_counts_per_step.items()}
+
+    @property
+    def fired_by_site(self):
+        """dict site -> int: spikes its neurons fired BEFORE masking, all steps, whole batch.
+
+        Equal to :attr:`spike_counts_by_site` (the spikes delivered) at unmasked sites.
+
+        Raises
+        ------
+        ValueError
+            A site was masked inside fused kernels, which count only the delivered spikes: run with
+            ``fast=False``.
+        """
+        delivered = self.spike_counts_by_site
+        missing = [n for n in self.mask_ratios if n not in self.fired_at_masked_sites]
+        if missing:
+            raise ValueError(f"spikes fired before masking were not counted at {missing[:2]}...: the fused "
+                             "kernels count delivered spikes only; run snn_forward(..., fast=False)")
+        return {n: self.fired_at_masked_sites.get(n, c) for n, c in delivered.items()}
 
     @property
     def neurons_by_site(self):
@@ -240,4 +263,5 @@ class StepSimulator:
             neuron=mode.neuron,
             max_spikes=mode.max_spikes,
             synaptic_events_per_step={n: np.concatenate(c) for n, c in mode.synaptic_events.items()},
+            fired_at_masked_sites=dict(mode.masker.fired),
         )
