@@ -310,3 +310,65 @@ def test_membrane_probe_is_for_the_if_neuron_only(model, images):
         pytest.skip("this version records no membrane probes")
     with pytest.raises(ValueError, match="IF neuron only"):
         model.snn_forward(images, 2, neuron="signed", record="patch_embed.proj_if.membrane")
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def _cli(*argv):
+    import argparse
+
+    from mst_ref import cli_energy, cli_run
+    parser = argparse.ArgumentParser(prog="mst-ref")
+    sub = parser.add_subparsers(dest="command", required=True)
+    cli_run.add_eval_parser(sub)
+    cli_energy.add_energy_parser(sub)
+    cli_energy.add_mask_sweep_parser(sub)
+    args = parser.parse_args([str(a) for a in argv])
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from mst_ref.checkpoint import save_npz
+    from mst_ref.models.mst_layout import random_state_dict
+    path = tmp_path_factory.mktemp("tiny") / "tiny.npz"
+    save_npz(path, random_state_dict(CFG, np.random.default_rng(0)), {"img_size": 16, "qcfs_levels": 4})
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    rng = np.random.default_rng(5)
+    path = tmp_path_factory.mktemp("data") / "d.npz"
+    np.savez(path, images=rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8), labels=rng.integers(0, 5, 6))
+    return path
+
+
+def test_eval_runs_the_chosen_neuron_and_records_it(tiny_checkpoint, tiny_data, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert _cli("eval", tiny_checkpoint, "--data", tiny_data, "--timesteps", "1,2", "--neuron", "burst",
+                "--json", out) == 0
+    text = capsys.readouterr().out
+    assert "SNN neuron: burst (up to K=4 spikes of lambda/K per step)" in text
+    record = __import__("json").loads(out.read_text())
+    assert record["neuron"] == "burst" and record["burst_max"] is None
+    # the burst neuron with K = L at T = 1 is the ANN: same accuracy
+    assert record["snn_accuracy"]["1"] == record["ann_accuracy"]
+
+
+def test_energy_and_mask_sweep_name_the_neuron(tiny_checkpoint, tiny_data, capsys):
+    assert _cli("energy", tiny_checkpoint, "--data", tiny_data, "--timesteps", "2", "--neuron", "signed-burst",
+                "--burst-max", "2") == 0
+    assert "neuron: signed-burst (up to K=2 spikes of lambda/K per step)" in capsys.readouterr().out
+    assert _cli("mask-sweep", tiny_checkpoint, "--data", tiny_data, "--timesteps", "2", "--neuron", "signed",
+                "--ratios", "0.5", "--seeds", "1") == 0
+    assert "neuron signed" in capsys.readouterr().out
+
+
+def test_burst_max_without_a_burst_neuron_is_a_usage_error(tiny_checkpoint, tiny_data):
+    from mst_ref.cli_common import UsageError
+    with pytest.raises(UsageError, match="--burst-max applies to --neuron burst or signed-burst"):
+        _cli("eval", tiny_checkpoint, "--data", tiny_data, "--neuron", "signed", "--burst-max", "2")
+    with pytest.raises(UsageError, match="--burst-max must be >= 1"):
+        _cli("energy", tiny_checkpoint, "--data", tiny_data, "--neuron", "burst", "--burst-max", "0")
