@@ -91,9 +91,10 @@ def test_integers_past_pythons_digit_limit_are_a_checkpoint_error(tmp_path):
     """A 5000-digit int as a state-dict key made brief() raise ValueError (int-to-str digit limit).
     LONG4 is refused and LONG1 capped at 64 bytes (154 digits)."""
     key = b"\x8b" + struct.pack("<i", 2100) + b"\x01" * 2100
-    body = Op.dict([(Op.str("model"), Op.dict([(key, Op.tensor("0", 10, (10,), (1,)))]))])
+    pkl = Op.program(Op.dict([(key, Op.tensor("0", 10, (10,), (1,)))]))     # a bare state dict
+    path = write_torch_zip(tmp_path / "digits.pth", pkl, {"0": np.arange(10, dtype="<f4").tobytes()})
     with pytest.raises(CheckpointError, match="opcode LONG4"):
-        load_state_dict(weights_file(tmp_path / "digits.pth", body))
+        load_state_dict(path)
     with pytest.raises(CheckpointError, match="integer of 65 bytes"):
         load_state_dict(weights_file(tmp_path / "long1.pth", b"\x8a\x41" + b"\x01" * 65))
     np.savez(tmp_path / "digits.npz", w=np.ones(2), __config__=np.frombuffer(b'{"a": ' + b"9" * 5000 + b"}", np.uint8))
