@@ -348,7 +348,7 @@ plots.line_chart_png(OUT / "05_accuracy_vs_p.png", ps,
                      {f"{label}: {kind}": [100 * table[label, r][key] for r in ps] for label in models
                       for kind, key in columns},
                      f"Accuracy vs masking ratio p, ANN and SNN on the same {N_SNN} test images",
-                     "masking ratio p", "accuracy (%)")
+                     "masking ratio p", "accuracy (%)", dashed={f"{label}: ANN" for label in models})
 
 # %% [markdown]
 # Read the table:
