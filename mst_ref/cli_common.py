@@ -346,6 +346,17 @@ class Progress:
         Progress._open = None
 
 
+def progress_line(done, total, message=""):
+    """A one-line progress bar on stderr for work counted in runs (``[####....] done/total message``),
+    redrawn in place; a newline when done."""
+    width = 30
+    filled = width * done // max(total, 1)
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {message:<50.50}")
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
 # ---------------------------------------------------------------- failing cleanly
 def fail(command, message):
     """Print ``mst-ref COMMAND: error: message`` on stderr (on a fresh line) and return 2."""

@@ -21,7 +21,8 @@ import numpy as np
 from . import energy
 from .cli_common import (UsageError, add_neuron_arguments, at_least, load_data, load_model, neuron_label,
                          neuron_options, note_compiling, override_normalisation,
-                         parse_floats, parse_timesteps, ratio)
+                         parse_floats, parse_timesteps, progress_line)
+from .cli_common import ratio as check_ratio
 from .data import iterate_batches, sample_path
 from .ratio_search import evaluate_ratios, search_block_ratios
 
@@ -29,24 +30,6 @@ __all__ = ["add_mask_sweep_parser", "cmd_mask_sweep", "add_energy_parser", "cmd_
 
 
 # ---------------------------------------------------------------- shared pieces
-
-def _progress(done, total, message=""):
-    """A one-line progress bar on stderr, redrawn in place; a newline when done."""
-    width = 30
-    filled = width * done // max(total, 1)
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {message:<50.50}")
-    if done >= total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
-
-
-def _floats(text, name):
-    return parse_floats(text, name)
-
-
-def _positive(value, name):
-    return at_least(value, 1, name)
-
 
 def _load(args, extra=0):
     """The model, the evaluation images (the first --limit) and up to ``extra`` after them, normalised."""
@@ -56,7 +39,7 @@ def _load(args, extra=0):
               f"(mean {loaded.mean}, std {loaded.std}); --mean / --std to change", file=sys.stderr)
     loaded = override_normalisation(loaded, args.mean, args.std)
     model, mean, std = loaded.model, loaded.mean, loaded.std
-    limit = None if args.limit is None else _positive(args.limit, "--limit")
+    limit = None if args.limit is None else at_least(args.limit, 1, "--limit")
     dataset, notes = load_data(args.data if args.data else sample_path(), loaded, resize=args.resize,
                                limit=None if limit is None else limit + extra)
     for line in notes:
@@ -89,10 +72,6 @@ def _common_arguments(p):
                    help="convert images of another size or channel count to the model's input (else an error)")
 
 
-def _check_ratio(p, name):
-    return ratio(p, name)
-
-
 def _mean_sd(values):
     return 100 * float(np.mean(values)), 100 * float(np.std(values))
 
@@ -119,19 +98,19 @@ def add_mask_sweep_parser(subparsers):
 
 def cmd_mask_sweep(args):
     """Print SOPs, energy and accuracy per masking ratio (and a layer-wise map with --layerwise)."""
-    ratios = [_check_ratio(p, "--ratios values") for p in _floats(args.ratios, "--ratios")]
+    ratios = [check_ratio(p, "--ratios values") for p in parse_floats(args.ratios, "--ratios")]
     ratios = sorted(set([0.0] + ratios))  # p = 0 is the reference
     args.timesteps = parse_timesteps(args.timesteps, single=True)[0]
     neuron = neuron_options(args)
     if args.layerwise and neuron["neuron"] != "if":
         raise UsageError(f"--layerwise searches ratios with the IF neuron only; got --neuron {args.neuron}")
     for value, name in ((args.seeds, "--seeds"), (args.batch_size, "--batch-size")):
-        _positive(value, name)
+        at_least(value, 1, name)
     energy.energy_pj(0, 0, args.e_ac, args.e_mac)  # checks the constants
-    n_val = _positive(args.val_limit, "--val-limit") if args.layerwise else 0
+    n_val = at_least(args.val_limit, 1, "--val-limit") if args.layerwise else 0
     if args.layerwise:
-        _positive(args.search_timesteps, "--search-timesteps")
-        candidates = [_check_ratio(p, "--candidates values") for p in _floats(args.candidates, "--candidates")]
+        at_least(args.search_timesteps, 1, "--search-timesteps")
+        candidates = [check_ratio(p, "--candidates values") for p in parse_floats(args.candidates, "--candidates")]
     model, (images, labels), (val_x, val_y), dataset = _load(args, extra=n_val)
     note_compiling()
     T, c = args.timesteps, model.config
@@ -143,12 +122,11 @@ def cmd_mask_sweep(args):
         if len(val_x) == 0:
             raise UsageError(f"--layerwise searches on the images after the first --limit {len(images)}; the "
                              f"dataset has only {len(images)}: lower --limit")
-        search = search_block_ratios(model, val_x, val_y, _positive(args.search_timesteps,
-                                     "--search-timesteps"), np.random.default_rng(args.seed),
+        search = search_block_ratios(model, val_x, val_y, args.search_timesteps, np.random.default_rng(args.seed),
                                      candidates=candidates,
                                      tolerance=args.tolerance, mask_sites=args.mask_sites,
                                      batch_size=args.batch_size,
-                                     progress=lambda d, t, m: _progress(d, t, "search " + m))
+                                     progress=lambda d, t, m: progress_line(d, t, "search " + m))
         sys.stderr.write("\n")  # the search usually ends before its upper bound of evaluations
         rows.append(("layer-wise", search.ratios, args.seeds))
 
@@ -161,7 +139,7 @@ def cmd_mask_sweep(args):
             accs.append(acc)
             sops.append(sop)
             done += 1
-            _progress(done, total, f"p={label} seed {s}")
+            progress_line(done, total, f"p={label} seed {s}")
         results.append((label, float(np.mean(sops)), accs))
 
     ref_sops = results[0][1]
@@ -211,10 +189,10 @@ def cmd_energy(args):
     """Print the per-site SOP breakdown, the analog MACs and the totals against the ANN."""
     args.timesteps = parse_timesteps(args.timesteps, single=True)[0]
     neuron = neuron_options(args)
-    _positive(args.batch_size, "--batch-size")
+    at_least(args.batch_size, 1, "--batch-size")
     energy.energy_pj(0, 0, args.e_ac, args.e_mac)
     if args.mask_ratio is not None:
-        _check_ratio(args.mask_ratio, "--mask-ratio")
+        check_ratio(args.mask_ratio, "--mask-ratio")
     model, (images, labels), _, dataset = _load(args)
     note_compiling()
     c, T, n = model.config, args.timesteps, len(images)
@@ -230,7 +208,7 @@ def cmd_energy(args):
             sops[name] = sops.get(name, 0) + v
         for name, v in r.spike_counts_by_site.items():
             spikes[name] = spikes.get(name, 0) + v
-        _progress(k + 1, len(batches), f"batch {k + 1}")
+        progress_line(k + 1, len(batches), f"batch {k + 1}")
     neurons, fan = energy.site_neurons(c), energy.fan_outs(c)
     total_sops = sum(sops.values())
     analog = {name: T * m for name, m in energy.analog_macs(c).items()}  # all steps, per image
