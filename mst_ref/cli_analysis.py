@@ -184,9 +184,9 @@ def cmd_analyze(args):
     out = check_output_dir(args.out, "--out")  # before any work: a long run must not end in a failed write
     loaded = override_normalisation(load_model(args.checkpoint, img_size=args.img_size), args.mean, args.std)
     model = loaded.model
-    if not args.curve and not hasattr(model, "probe_names"):
-        raise UsageError("the per-site analysis reads MST internals (window attention, LayerNorm); this "
-                         "model has none: use --curve")
+    if args.commutation and not hasattr(model.config, "stages"):
+        raise UsageError("--commutation checks the MST's analog ops (window attention, LayerNorm); this "
+                         "model has none")
     x, y = _inputs(args, loaded)
     p = float(getattr(model.config, "mask_ratio", 0.0) or 0.0) if args.mask_ratio is None else args.mask_ratio
     comp = args.compensation or ("both" if args.curve else "none")
