@@ -131,6 +131,7 @@ def _build_parser():
     cli_analysis.add_analyze_parser(sub)
     from . import cli_table
     cli_table.add_rsm_table_parser(sub)
+    cli_table.add_rsm_regions_parser(sub)
     _add_threads_option(sub)  # last: after every command is registered
     return parser
 

@@ -174,3 +174,104 @@ def cmd_rsm_table(args):
         _pngs(args.out, rows, ratios)
         print(f"wrote {Path(args.out) / 'rsm_accuracy.png'} and rsm_energy.png")
     return 0
+
+
+# ---------------------------------------------------------------- where the models look, as p grows
+REGION_SITES = {  # a late site with a spatial grid, per architecture
+    "mst": "layers.{last}.blocks.{block}.shortcut1_if",  # last block's input tokens (not a masked site)
+    "resnet18": "conv4_x.1.act",  # 8 x 8 for 32-px inputs
+    "vgg16": "layer3.10",  # 8 x 8
+}
+
+
+def region_site(model):
+    """The late site whose spike density :func:`cmd_rsm_regions` maps, for this model."""
+    cfg = model.config
+    if getattr(cfg, "family", "mst") == "mst":
+        last = len(cfg.depths) - 1
+        return REGION_SITES["mst"].format(last=last, block=cfg.depths[last] - 1)
+    return REGION_SITES[cfg.arch]
+
+
+def spike_density(model, x, step, ratio, seed, sites):
+    """Per image, the fraction of the site's neurons at each position that spiked at ``step``.
+
+    Returns
+    -------
+    (B, h, w) ndarray
+        MST: tokens on their grid, mean over channels; CNN: positions, mean over channels.
+    """
+    site = region_site(model)
+    res = model.snn_forward(x, step, mask_ratio=ratio, rng=np.random.default_rng(seed), mask_sites=sites,
+                            record=site, fast=False)
+    s = res.records[site][step - 1] != 0  # (B, N, C) or (B, h, w, C) at step t
+    if s.ndim == 3:
+        side = int(round(np.sqrt(s.shape[1])))
+        s = s.reshape(s.shape[0], side, side, s.shape[2])
+    return s.mean(axis=-1)  # (B, h, w)
+
+
+def add_rsm_regions_parser(sub):
+    p = sub.add_parser("rsm-regions", help="spike density of a late layer of MST and ResNet-18 at one step, p = 0 / 0.5 / 0.75")
+    p.add_argument("--data", required=True, help="dataset: IDX folder, CIFAR batches, image folder or .npz")
+    p.add_argument("--images", type=int, default=3, help="number of test images (default 3)")
+    p.add_argument("--step", default="8", help="the time step t shown (default 8)")
+    p.add_argument("--ratios", default="0,0.5,0.75")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoints", default=None, help="comma-separated checkpoints (default: the shipped "
+                   "MST and ResNet-18 trained with p = 0.75)")
+    p.add_argument("--out", default="rsm_out", help="folder for rsm_regions.png (default ./rsm_out)")
+    p.set_defaults(func=cmd_rsm_regions)
+
+
+def cmd_rsm_regions(args):
+    t = parse_timesteps(args.step, "--step", single=True)[0]
+    ratios = parse_floats(args.ratios, "--ratios")
+    if any(not 0 <= p <= 1 for p in ratios):
+        raise UsageError(f"--ratios must be numbers in [0, 1]; got {args.ratios!r}")
+    at_least(args.images, 1, "--images")
+    out = check_output_dir(args.out, "--out")
+    paths = (args.checkpoints.split(",") if args.checkpoints else
+             [data.shipped_file("mst_fashion_rsm75_paper.pth"), data.shipped_file("resnet18_fashion_rsm75.pth")])
+    dataset = data.load_dataset(args.data, "test")
+    images, heats, labels, lines = [], [], [], []
+    note_compiling()
+    for path in paths:
+        loaded = load_model(str(path).strip())
+        model = loaded.model
+        family = getattr(model.config, "family", "mst")
+        sites = loaded.config.get("mask_sites", "paper") if family == "mst" else "all"
+        batches, n = _batches(loaded, dataset, args.images, args.images)
+        x, y = next(batches())
+        pad = int(loaded.config.get("pad", 0) or 0)
+        raw = dataset.images[:n, :, :, 0]
+        raw = np.pad(raw, ((0, 0), (pad, pad), (pad, pad))) if pad else raw
+        maps = [spike_density(model, x, t, p, args.seed, sites) for p in ratios]  # each (B, h, w)
+        name = "MST" if family == "mst" else {"resnet18": "ResNet-18", "vgg16": "VGG-16"}[model.config.arch]
+        similarity = [np.mean([_correlation(maps[0][b], m[b]) for b in range(n)]) for m in maps[1:]]
+        lines.append(f"  {name:<10} {region_site(model):<34} " + "  ".join(
+            f"p = {p:g}: {c:+.2f}" for p, c in zip(ratios[1:], similarity)))
+        for b in range(n):
+            images.append(raw[b])
+            # each map relative to its own maximum: where the spikes are, not how many
+            heats.append([m[b] / m[b].max() if m[b].max() > 0 else m[b] for m in maps])
+            cls = loaded.class_names[y[b]] if loaded.class_names else str(y[b])
+            labels.append(f"{name}, image {b} ({cls})")
+    order = sorted(range(len(images)), key=lambda k: (int(labels[k].split("image ")[1].split(" ")[0]), k))
+    path = plots.overlay_grid_png(
+        Path(out) / "rsm_regions.png", [images[k] for k in order], [heats[k] for k in order],
+        [labels[k] for k in order], [f"p = {p:g}" for p in ratios],
+        f"Spike density of a late layer at time step t = {t}, as the masking ratio p grows",
+        (0.0, 1.0, "spike density / panel maximum"), scale=4)
+    print(f"rsm-regions: step t = {t}, {args.images} test images, mask seed {args.seed}; correlation of each "
+          f"map with the p = {ratios[0]:g} map of the same image (mean over images):")
+    print("\n".join(lines))
+    print(f"wrote {path}")
+    return 0
+
+
+def _correlation(a, b):
+    """Pearson correlation of two maps (0 when either is constant)."""
+    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / den) if den > 0 else 0.0

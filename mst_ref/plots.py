@@ -8,7 +8,7 @@ What every picture has, so that it reads at 100% zoom without the code next to i
 
 - a title saying what is shown (the caller writes it: which quantity, site, block, head, images);
 - labelled axes, with units where the quantity has one;
-- for colours, a colour bar with 5-6 tick values and its own label;
+- for colours, a colour bar with 4-9 tick values and its own label;
 - text in pillow's scalable built-in font at 13 px (no font files needed), so letters do not run
   together; the bitmap font is the fallback when pillow lacks FreeType;
 - lines of one width whatever their slope: a segment colours the pixels whose centres lie within half
@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 __all__ = ["PALETTE", "colormap", "line_chart_png", "xy_chart_png", "raster_png", "traces_png", "heatmap_png", "image_png",
-           "image_panels_png"]
+           "image_panels_png", "overlay_grid_png"]
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
@@ -165,7 +165,7 @@ def _colorbar(image, x, y, height, lo, hi, label):
     draw.rectangle((x - 1, y - 1, x + 16, y + height), outline=BLACK)
     span = hi - lo if hi > lo else 1.0
     widest = 0
-    for v in _ticks(lo, hi, 5) if hi > lo else [lo]:
+    for v in _ticks(lo, hi, 8) if hi > lo else [lo]:
         row = y + (height - 1) * (1 - (v - lo) / span) if hi > lo else y + height / 2
         draw.line([(x + 16, row), (x + 21, row)], fill=BLACK)
         text = f"{round(v, 10):.3g}"
@@ -178,7 +178,7 @@ def _colorbar(image, x, y, height, lo, hi, label):
 
 def _colorbar_width(label, lo, hi):
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    widest = max(_text_size(probe, f"{round(v, 10):.3g}")[0] for v in (_ticks(lo, hi, 5) if hi > lo else [lo]))
+    widest = max(_text_size(probe, f"{round(v, 10):.3g}")[0] for v in (_ticks(lo, hi, 8) if hi > lo else [lo]))
     return 24 + widest + (28 if label else 8)
 
 
@@ -542,5 +542,71 @@ def image_panels_png(path, panels, titles, title, colorbar, scale=6):
         draw.text((left + slot / 2, 28), t, fill=BLACK, font=_font(), anchor="ma")
         canvas.paste(Image.fromarray(a).resize((pw, ph), Image.NEAREST), (int(left + (slot - pw) / 2), 48))
     _colorbar(canvas, 8 + grid_w + 24, 48, ph, lo, hi, label)
+    canvas.save(path)
+    return path
+
+
+def overlay_grid_png(path, images, heats, row_labels, col_titles, title, colorbar, scale=6, alpha=0.6):
+    """A grid of maps overlaid on their images: one row per image, one column per condition.
+
+    Parameters
+    ----------
+    path : str or Path
+    images : list of (H, W) uint8 arrays, one per row (shown in grey in the first column and under
+        every map of the row)
+    heats : list of lists of (h, w) float arrays, ``heats[row][col]``; each is enlarged to (H, W)
+        (nearest neighbour; H and W must be multiples of h and w) and drawn in viridis on the shared
+        scale of ``colorbar``, mixed with the image: ``alpha * colour + (1 - alpha) * grey``
+    row_labels : one short label per row (drawn above its first panel)
+    col_titles : one title per map column
+    title : str, what the whole picture shows
+    colorbar : (lo, hi, label)
+    scale : int, enlargement of the (H, W) panels
+    alpha : float in (0, 1], weight of the map's colour
+    """
+    path = _out_path(path)
+    _check_scale(scale)
+    if not images or len(heats) != len(images) or len(row_labels) != len(images):
+        raise ValueError("need one list of maps and one label per image")
+    if not 0 < alpha <= 1:
+        raise ValueError(f"alpha must be in (0, 1]; got {alpha}")
+    lo, hi, label = float(colorbar[0]), float(colorbar[1]), colorbar[2]
+    rows = []
+    for r, (img, maps) in enumerate(zip(images, heats)):
+        img = np.asarray(img)
+        if img.dtype != np.uint8 or img.ndim != 2:
+            raise ValueError(f"images[{r}] must be a (H, W) uint8 array; got {img.dtype} {img.shape}")
+        if len(maps) != len(col_titles):
+            raise ValueError(f"row {r} has {len(maps)} maps for {len(col_titles)} column titles")
+        grey = np.repeat(img[..., None], 3, axis=2).astype(np.float64)  # (H, W, 3)
+        row = [grey.astype(np.uint8)]
+        for c, m in enumerate(maps):
+            f = _finite(f"heats[{r}][{c}]", m, 2)
+            if img.shape[0] % f.shape[0] or img.shape[1] % f.shape[1]:
+                raise ValueError(f"map {f.shape} does not tile image {img.shape}")
+            big = np.kron(f, np.ones((img.shape[0] // f.shape[0], img.shape[1] // f.shape[1])))  # (H, W)
+            colour = colormap((big - lo) / (hi - lo) if hi > lo else np.zeros_like(big)).astype(np.float64)
+            row.append(np.clip(alpha * colour + (1 - alpha) * grey, 0, 255).astype(np.uint8))
+        rows.append(row)
+    h, w = rows[0][0].shape[:2]
+    pw, ph, gap = w * scale, h * scale, 12
+    titles = ["image"] + list(col_titles)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    slot = max(pw, max(_text_size(probe, t)[0] for t in titles + list(row_labels)) + 8)
+    grid_w = len(titles) * slot + (len(titles) - 1) * gap
+    row_h = ph + 22
+    width = max(8 + grid_w + 24 + _colorbar_width(label, lo, hi), _text_size(probe, title)[0] + 20)
+    canvas = Image.new("RGB", (width, 48 + len(rows) * (row_h + gap)), WHITE)
+    draw = ImageDraw.Draw(canvas)
+    draw.text((canvas.width // 2, 6), title, fill=BLACK, font=_font(), anchor="ma")
+    for k, t in enumerate(titles):
+        draw.text((8 + k * (slot + gap) + slot / 2, 28), t, fill=BLACK, font=_font(), anchor="ma")
+    for r, row in enumerate(rows):
+        top = 48 + r * (row_h + gap)
+        draw.text((8, top), row_labels[r], fill=BLACK, font=_font())
+        for k, a in enumerate(row):
+            left = 8 + k * (slot + gap)
+            canvas.paste(Image.fromarray(a).resize((pw, ph), Image.NEAREST), (int(left + (slot - pw) / 2), top + 18))
+    _colorbar(canvas, 8 + grid_w + 24, 66, min(ph * len(rows), 360), lo, hi, label)
     canvas.save(path)
     return path
