@@ -332,8 +332,10 @@ def xy_chart_png(path, series, title, xlabel, ylabel, logx=False, point_labels=N
         texts = (point_labels or {}).get(label, [])
         for j, (c, r) in enumerate(points):
             ax.draw.ellipse((c - 3, r - 3, c + 3, r + 3), fill=color)
-            if j < len(texts):
-                ax.draw.text((c + 5, r - 4), str(texts[j]), fill=color, font=_font(), anchor="ld")
+            if j < len(texts):  # above the point, or below it near the top of the box
+                above = r - 4 > ax.box[1] + FONT_PX
+                ax.draw.text((c + 5, r - 4 if above else r + 4), str(texts[j]), fill=color, font=_font(),
+                             anchor="ld" if above else "la")
     return ax.save(path)
 
 def raster_png(path, spikes, title, xlabel="time step t", ylabel="neuron"):
