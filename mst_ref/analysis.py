@@ -233,7 +233,7 @@ def site_errors(model, images, timesteps=(1, 2, 4, 8, 16, 32), compensation="non
     stops = _stops(timesteps)
     chosen = model.select_sites("all" if sites is None else sites)
     names = [n for n in model.site_names if n in chosen]
-    lam = np.array([float(model.state[f"{n}.up"].reshape(-1)[0]) for n in names])  # (R,)
+    lam = np.array([float(model.threshold(n).reshape(-1)[0]) for n in names])  # (R,)
     R, C, L = len(names), len(stops), model.config.qcfs_levels
     ann_sums, snn_sums = np.zeros((R, 7)), np.zeros((R, C, 9))  # see _ann_sums, _snn_sums
     logit_sq, ann_sq, correct, ann_correct = np.zeros(C), 0.0, np.zeros(C), 0
@@ -399,6 +399,9 @@ def commutation_check(model, images, timesteps=16, compensation="none", mask_rat
     Expectation compensation makes each such op emit increments whose mean is exactly f of the mean
     input (section 8), which is why it converges.
     """
+    if getattr(model.config, "family", "mst") != "mst":
+        raise ValueError("a QCFS CNN has no analog operation to check: convolution, BatchNorm, average pooling "
+                         "and the residual add are affine, so they commute with the mean over time exactly")
     images = model.check_images(images)
     T = check_timesteps(timesteps, "timesteps")
     chunk = model.default_chunk(min(batch_size, len(images)), T, None)

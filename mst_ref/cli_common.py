@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from . import data
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -253,6 +255,12 @@ def override_normalisation(loaded, mean_text, std_text):
     return loaded
 
 
+def padding_of(loaded):
+    """Zero padding (pixels per side) the checkpoint's config records for its training images (``pad``), or 0."""
+    pad = loaded.config.get("pad", 0) if isinstance(loaded.config, dict) else 0
+    return pad if type(pad) is int and 0 < pad <= 64 else 0
+
+
 def load_data(path, loaded, split="test", resize=False, limit=None):
     """Load a dataset for ``loaded.model``; return it and the notes the command should print.
 
@@ -270,6 +278,15 @@ def load_data(path, loaded, split="test", resize=False, limit=None):
         raise UsageError(f"{path} has labels up to {top} but the checkpoint has {cfg.num_classes} classes: "
                          "is this the dataset it was trained on?")
     h, w, c = dataset.images.shape[1:]
+    pad = padding_of(loaded)
+    if pad and (h + 2 * pad, w + 2 * pad, c) == (cfg.img_size, cfg.img_size, cfg.in_chans):
+        # the model was trained on images zero-padded by `pad` pixels (its config says so): pad the same way
+        n_pad = len(dataset) if limit is None else min(limit, len(dataset))
+        images = np.pad(dataset.images[:n_pad], ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        dataset = data.Dataset(images, dataset.labels[:n_pad], dataset.classes, dataset.name, dataset.label_note)
+        notes.append(f"note: images zero-padded by {pad} pixels to {cfg.img_size} x {cfg.img_size}, as the "
+                     "checkpoint's config says the model was trained")
+        h, w = h + 2 * pad, w + 2 * pad
     if (h, w, c) != (cfg.img_size, cfg.img_size, cfg.in_chans):
         what = data.describe_conversion((h, w, c), cfg.img_size, cfg.in_chans)
         if not resize:
