@@ -66,12 +66,17 @@ def _specs(args):
             label = {"mst": "MST"}.get(family) or {"resnet18": "ResNet-18", "vgg16": "VGG-16"}[loaded.model.config.arch]
             trained = float(getattr(loaded.model, "trained_mask_ratio", 0.0) or 0.0)
             sites = loaded.config.get("mask_sites", "published") if family == "mst" else "all"
-            out.append((loaded, RowSpec(label, loaded.model, trained, sites)))
+            out.append((loaded, RowSpec(label, loaded.model, trained, sites, _rescaled(loaded))))
         return out
     for name, label, trained, sites in SHIPPED:
         loaded = load_model(data.shipped_file(name))
-        out.append((loaded, RowSpec(label, loaded.model, trained, sites)))
+        out.append((loaded, RowSpec(label, loaded.model, trained, sites, _rescaled(loaded))))
     return out
+
+
+def _rescaled(loaded):
+    """Whether the checkpoint's config says it was trained with rescaled RSM (kept spikes / (1 - p))."""
+    return loaded.config.get("mask_rescale") is True
 
 
 def _batches(loaded, dataset, limit, batch_size):
@@ -193,7 +198,7 @@ def region_site(model):
     return REGION_SITES[cfg.arch]
 
 
-def spike_density(model, x, step, ratio, seed, sites):
+def spike_density(model, x, step, ratio, seed, sites, rescale=False):
     """Per image, the fraction of the site's neurons at each position that spiked at ``step``.
 
     Returns
@@ -203,7 +208,7 @@ def spike_density(model, x, step, ratio, seed, sites):
     """
     site = region_site(model)
     res = model.snn_forward(x, step, mask_ratio=ratio, rng=np.random.default_rng(seed), mask_sites=sites,
-                            record=site, fast=False)
+                            mask_rescale=rescale, record=site, fast=False)
     s = res.records[site][step - 1] != 0  # (B, N, C) or (B, h, w, C) at step t
     if s.ndim == 3:
         side = int(round(np.sqrt(s.shape[1])))
@@ -246,7 +251,7 @@ def cmd_rsm_regions(args):
         pad = int(loaded.config.get("pad", 0) or 0)
         raw = dataset.images[:n, :, :, 0]
         raw = np.pad(raw, ((0, 0), (pad, pad), (pad, pad))) if pad else raw
-        maps = [spike_density(model, x, t, p, args.seed, sites) for p in ratios]  # each (B, h, w)
+        maps = [spike_density(model, x, t, p, args.seed, sites, _rescaled(loaded)) for p in ratios]  # (B, h, w) each
         name = "MST" if family == "mst" else {"resnet18": "ResNet-18", "vgg16": "VGG-16"}[model.config.arch]
         similarity = [np.mean([_correlation(maps[0][b], m[b]) for b in range(n)]) for m in maps[1:]]
         lines.append(f"  {name:<10} {region_site(model):<34} " + "  ".join(

@@ -39,12 +39,15 @@ class RowSpec:
         p the model was trained with (0: masked only at evaluation).
     mask_sites : str or tuple
         Which sites RSM masks (the family's preset name or site suffixes).
+    mask_rescale : bool
+        Divide kept spikes by 1 - p (as the model was trained, if it was).
     """
 
     label: str
     model: object
     trained_ratio: float
     mask_sites: object = "published"
+    mask_rescale: bool = False
 
 
 @dataclass
@@ -91,7 +94,7 @@ def measure_ratios(spec, batches, timesteps, ratios, seeds, on_batch=None):
             fired = delivered = sops = energy_pj = 0.0
             for x, y in batches():
                 res = spec.model.snn_forward(x, timesteps, mask_ratio=float(p), rng=rng, mask_sites=spec.mask_sites,
-                                             fast=False)
+                                             mask_rescale=spec.mask_rescale, fast=False)
                 correct += int((res.predictions[-1] == y).sum())
                 n += len(y)
                 fired += sum(res.fired_by_site.values())
@@ -128,6 +131,7 @@ def table_rows(spec, stats):
         acc = float(np.mean(s.accuracies))
         rows.append({
             "model": spec.label, "trained_ratio": spec.trained_ratio, "ratio": s.ratio,
+            "mask_rescale": spec.mask_rescale,
             "accuracy": acc, "accuracy_std": float(np.std(s.accuracies)),
             "accuracy_change": acc - float(np.mean(base.accuracies)), "seeds": len(s.accuracies),
             "images": s.images,

@@ -59,6 +59,7 @@ class IF(nn.Module):
         self.L = L
         self.T = 0
         self.mask_ratio = 0.0
+        self.mask_rescale = False
 
     def forward(self, x):
         if self.T > 0:
@@ -77,8 +78,10 @@ class IF(nn.Module):
             x = torch.clamp(x, 0, 1)
             x = GradFloor.apply(x * self.L + 0.5) / self.L
             x = x * self.thresh
-        if self.mask_ratio > 0:  # RSM: s * (u > p), fresh per element and step
+        if self.mask_ratio > 0:  # RSM: s * (u > p), fresh per element and step (/ (1 - p) if rescaled)
             x = x * (torch.rand_like(x) > self.mask_ratio).to(x.dtype)
+            if self.mask_rescale:
+                x = x / (1.0 - self.mask_ratio)
         return x
 
 
@@ -112,6 +115,7 @@ class CNNConfig:
     width: float = 1.0
     qcfs_levels: int = 8
     mask_ratio: float = 0.0
+    mask_rescale: bool = False
     img_size: int = 32
 
     def to_dict(self):
@@ -125,10 +129,11 @@ class _Base(nn.Module):
             if isinstance(m, IF):
                 m.T = T
 
-    def set_mask_ratio(self, p):
+    def set_mask_ratio(self, p, rescale=None):
         for m in self.modules():
             if isinstance(m, IF):
                 m.mask_ratio = p
+                m.mask_rescale = self.cfg.mask_rescale if rescale is None else rescale
 
     def forward(self, x):
         if self.T > 0:  # direct coding: the image repeated T times, merged into the batch

@@ -95,6 +95,7 @@ def main(argv=None):
     ap.add_argument("--warmup", type=float, default=1.0, help="warm-up epochs (0 when fine-tuning)")
     ap.add_argument("--levels", type=int, default=8)
     ap.add_argument("--mask-ratio", type=float, default=0.0)
+    ap.add_argument("--mask-rescale", action="store_true", help="divide kept spikes by 1 - p (unbiased RSM)")
     ap.add_argument("--init", default=None, help="start from this checkpoint.pth's weights")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -109,7 +110,7 @@ def main(argv=None):
     torch.manual_seed(args.seed)
 
     cfg = CNNConfig(arch=args.arch, in_chans=1, num_classes=10, width=args.width, qcfs_levels=args.levels,
-                    mask_ratio=args.mask_ratio, img_size=32)
+                    mask_ratio=args.mask_ratio, mask_rescale=args.mask_rescale, img_size=32)
     model = build(cfg)
     xtr, ytr, xte, yte = load_fashion(args.data)
     if args.train_limit:
