@@ -487,19 +487,28 @@ def _load_cnn(path, state, config, img_size, dtype, qcfs_levels):
 def describe_checkpoint(path, img_size=None):
     """Summary of a checkpoint for ``mst-ref inspect``: a JSON-friendly dict; no model is built.
 
-    The architecture is :func:`mst_ref.models.mst_layout.infer_config` of the shapes (None, with the reason
-    under ``architecture_error``, when the state dict is not an MST one); ``problems`` lists what
+    The architecture is :func:`mst_ref.models.mst_layout.infer_config` of the shapes, or
+    :func:`mst_ref.models.qcfs_cnn.infer_cnn_config` for a QCFS ResNet-18 / VGG-16 (``family``), None
+    with the reason under ``architecture_error`` when neither fits; ``problems`` lists what
     :func:`validate_state` finds wrong with the values.
     """
     from mst_ref.models.mst_layout import infer_config, site_names
+    from mst_ref.models.qcfs_cnn import cnn_site_names, infer_cnn_config, is_cnn_state, rename_legacy_keys
 
     state, meta = load_state_dict(path)
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-    thresholds = {k[: -len(".up")]: float(v.reshape(-1)[0]) for k, v in state.items()
-                  if k.endswith(".up") and v.size == 1 and v.dtype.kind in "biuf"}
+    family = "mst"
+    if is_cnn_state(rename_legacy_keys(state)):  # a QCFS ResNet-18 / VGG-16: official names, `thresh`
+        state, family = rename_legacy_keys(state), "qcfs_cnn"
+        infer_config = lambda st, size, levels: infer_cnn_config(st, size, levels, config)  # noqa: E731
+        site_names = cnn_site_names
+    suffix = ".up" if family == "mst" else ".thresh"
+    thresholds = {k[: -len(suffix)]: float(v.reshape(-1)[0]) for k, v in state.items()
+                  if k.endswith(suffix) and v.size == 1 and v.dtype.kind in "biuf"}
     dtypes = dict(collections.Counter(str(v.dtype) for v in state.values()))
     try:
-        arch = infer_config(state, img_size or config_img_size(config), config_qcfs_levels(config))
+        arch = infer_config(state, img_size or config_img_size(config),
+                            config_qcfs_levels(config, 16 if family == "mst" else 8))
         architecture = dataclasses.asdict(arch)
         # forward order (the file's order is the state dict's, e.g. v_if before attn_if)
         order = {name: i for i, name in enumerate(site_names(arch))}
@@ -511,7 +520,9 @@ def describe_checkpoint(path, img_size=None):
         "path": os.fspath(path), "format": meta["format"], "num_keys": len(state),
         "num_parameters": int(sum(v.size for k, v in state.items() if not k.endswith(BUFFER_SUFFIXES))),
         "num_thresholds": len(thresholds), "thresholds": thresholds, "dtypes": dtypes,
-        "mlp_variant": "imagenet" if any(".mlp.norm1." in k for k in state) else "no MLP BatchNorm",
+        "family": family,
+        "mlp_variant": ("imagenet" if any(".mlp.norm1." in k for k in state) else "no MLP BatchNorm")
+        if family == "mst" else None,
         "mask_ratio": config_mask_ratio(config), "architecture": architecture, "architecture_error": error,
         "problems": validate_state(state),
         "config": meta.get("config"),

@@ -51,13 +51,22 @@ def cmd_inspect(args):
           f"dtypes {', '.join(f'{k} x{n}' for k, n in sorted(info['dtypes'].items()))}")
     arch = info["architecture"]
     if arch is None:
-        print(f"  architecture: not an MST state dict ({info['architecture_error'].splitlines()[0]})")
-    else:
+        what = "an MST" if info.get("family", "mst") == "mst" else "a QCFS ResNet-18 / VGG-16"
+        print(f"  architecture: not {what} state dict ({info['architecture_error'].splitlines()[0]})")
+    elif info.get("family", "mst") == "mst":
         print(f"  architecture: img {arch['img_size']}, patch {arch['patch_size']}, "
               f"in_chans {arch['in_chans']}, classes {arch['num_classes']}, embed_dim {arch['embed_dim']}, "
               f"depths {list(arch['depths'])}, heads {list(arch['num_heads'])}, "
               f"window {arch['window_size']}, mlp_ratio {arch['mlp_ratio']:g}")
-    print(f"  MLP variant: {info['mlp_variant']}; trained mask ratio: {info['mask_ratio']}")
+    else:
+        hidden = f", classifier hidden {arch['hidden']}" if arch["arch"] == "vgg16" else ""
+        print(f"  architecture: QCFS {arch['arch']}, img {arch['img_size']}, in_chans {arch['in_chans']}, "
+              f"classes {arch['num_classes']}, widths {list(arch['widths'])}{hidden} (width x{arch['width']:g}), "
+              f"L = {arch['qcfs_levels']}")
+    if info.get("family", "mst") == "mst":
+        print(f"  MLP variant: {info['mlp_variant']}; trained mask ratio: {info['mask_ratio']}")
+    else:
+        print(f"  trained mask ratio: {info['mask_ratio']}")
     if info["problems"]:
         print(f"  problems ({len(info['problems'])}): " + "; ".join(info["problems"][:5]))
     values = sorted(info["thresholds"].values())
