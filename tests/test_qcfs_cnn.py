@@ -325,3 +325,59 @@ def test_fast_and_readable_snn_paths_agree():
         fast, slow = model.snn_forward(x, 8), model.snn_forward(x, 8, fast=False)
         np.testing.assert_allclose(fast.step_logits, slow.step_logits, rtol=1e-10, atol=1e-10)
         assert fast.spike_counts_by_site == slow.spike_counts_by_site
+
+
+# ---------------------------------------------------------------- the command line on CNN checkpoints
+
+
+@pytest.fixture(scope="module")
+def tiny_cnn_checkpoint(tmp_path_factory):
+    """A random 1-channel ResNet-18 (width 1/16) for 32-px inputs, recorded as trained on 28-px images padded by 2."""
+    from mst_ref.checkpoint import save_npz
+
+    cfg = CNNConfig.official("resnet18", in_chans=1, img_size=32, num_classes=10, width=1 / 16)
+    path = tmp_path_factory.mktemp("cnn") / "tiny_resnet.npz"
+    save_npz(path, random_cnn_state_dict(cfg, np.random.default_rng(0)),
+             {"img_size": 32, "pad": 2, "mean": [0.286], "std": [0.353], "width": 1 / 16, "mask_ratio": 0.0})
+    return path
+
+
+def test_cli_inspect_eval_and_energy_on_a_cnn_checkpoint(tiny_cnn_checkpoint, capsys, tmp_path):
+    from mst_ref.cli import main
+    from mst_ref.data import sample_path
+
+    assert main(["inspect", str(tiny_cnn_checkpoint)]) == 0
+    out = capsys.readouterr().out
+    assert "QCFS resnet18" in out and "17 sites" in out
+    assert main(["eval", str(tiny_cnn_checkpoint), "--data", str(sample_path()), "--limit", "4",
+                 "--timesteps", "1,2,4", "--json", str(tmp_path / "e.json")]) == 0
+    out = capsys.readouterr()
+    assert "zero-padded by 2 pixels" in out.out + out.err
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert result["n"] == 4 and set(result["snn_accuracy"]) == {"1", "2", "4"}
+    assert main(["energy", str(tiny_cnn_checkpoint), "--timesteps", "4", "--limit", "2"]) == 0
+    assert "conv2_x.0.residual_function.2" in capsys.readouterr().out
+
+
+def test_cli_rsm_table_and_regions(tiny_cnn_checkpoint, capsys, tmp_path):
+    from mst_ref.cli import main
+    from mst_ref.data import sample_path, shipped_file
+
+    ckpts = f"{shipped_file('mst_fashion.pth')},{tiny_cnn_checkpoint}"
+    assert main(["rsm-table", "--data", str(sample_path()), "--checkpoints", ckpts, "--limit", "4", "--timesteps", "2",
+                 "--seeds", "2", "--json", str(tmp_path / "t.json"), "--out", str(tmp_path / "png")]) == 0
+    rows = json.loads((tmp_path / "t.json").read_text())["rows"]
+    assert [(r["model"], r["ratio"]) for r in rows] == [(m, p) for m in ("MST", "ResNet-18") for p in (0, 0.5, 0.75)]
+    for r in rows:
+        assert r["delivered"] <= r["fired"] + 1e-9 and r["images"] == 4 and r["seeds"] == (1 if r["ratio"] == 0 else 2)
+        if r["ratio"] == 0:
+            assert r["fired"] == r["delivered"] and r["sops_ratio"] == 1 and r["accuracy_change"] == 0
+    res = [r for r in rows if r["model"] == "ResNet-18"]
+    assert res[2]["sops"] < res[0]["sops"]  # every CNN site masked: fewer SOPs
+    assert (tmp_path / "png" / "rsm_accuracy.png").exists() and (tmp_path / "png" / "rsm_energy.png").exists()
+    assert main(["rsm-regions", "--data", str(sample_path()), "--checkpoints", ckpts, "--images", "2", "--step", "2",
+                 "--out", str(tmp_path / "reg")]) == 0
+    assert (tmp_path / "reg" / "rsm_regions.png").exists() and "correlation" in capsys.readouterr().out
+    # bad input: one line, exit status 2
+    assert main(["rsm-table", "--data", str(sample_path()), "--checkpoints", ckpts, "--ratios", "0.5,0.75"]) == 2
+    assert "including 0" in capsys.readouterr().err
