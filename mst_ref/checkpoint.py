@@ -458,6 +458,7 @@ def load_checkpoint(path, img_size=None, dtype=np.float32, qcfs_levels=None):
         _refuse(path, problems)
     model = MST.from_state_dict(state, img_size=img_size or config_img_size(config), dtype=dtype,
                                 qcfs_levels=qcfs_levels or config_qcfs_levels(config))
+    _trained_masking(model, config)
     ratio = config_mask_ratio(config)
     if ratio is not None:
         model.trained_mask_ratio = ratio
@@ -481,7 +482,18 @@ def _load_cnn(path, state, config, img_size, dtype, qcfs_levels):
         _refuse(path, problems)
     model = QCFSCNN(arch, state, dtype)
     model.trained_mask_ratio = arch.mask_ratio
+    _trained_masking(model, config)
     return model
+
+
+def _trained_masking(model, config):
+    """Record on the model how its training masked (config ``mask_sites``, ``mask_rescale``), so that
+    masked runs default to the same sites and scaling."""
+    sites = config.get("mask_sites")
+    if isinstance(sites, str) and sites in model.mask_site_presets:
+        model.trained_mask_sites = sites
+    if config.get("mask_rescale") is True:
+        model.trained_mask_rescale = True
 
 
 def describe_checkpoint(path, img_size=None):

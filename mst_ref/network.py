@@ -48,6 +48,8 @@ class SpikingNetwork:
     """
 
     threshold_suffix = "up"
+    trained_mask_sites = "published"  # RSM sites the model was trained with (load_checkpoint reads the config)
+    trained_mask_rescale = False  # whether its training divided kept spikes by 1 - p
     mask_site_presets = MASK_SITE_PRESETS
     quantizer = staticmethod(qcfs)
 
@@ -115,8 +117,15 @@ class SpikingNetwork:
             chosen.update(hits)
         return frozenset(chosen)
 
-    def masker(self, mask_ratio, rng, mask_sites="published", mask_rescale=False):
-        """The :class:`~mst_ref.masking.SpikeMasker` of one forward pass (child generators drawn here)."""
+    def masker(self, mask_ratio, rng, mask_sites=None, mask_rescale=None):
+        """The :class:`~mst_ref.masking.SpikeMasker` of one forward pass (child generators drawn here).
+
+        ``mask_sites`` / ``mask_rescale`` None: as the model was trained (:attr:`trained_mask_sites`,
+        :attr:`trained_mask_rescale`, read from the checkpoint's config; "published" and False when it
+        does not say).
+        """
+        mask_sites = self.trained_mask_sites if mask_sites is None else mask_sites
+        mask_rescale = self.trained_mask_rescale if mask_rescale is None else mask_rescale
         return SpikeMasker.create(self.site_names, mask_ratio, rng, mask_sites, mask_rescale,
                                   presets=self.mask_site_presets)
 
@@ -127,7 +136,7 @@ class SpikingNetwork:
     # ------------------------------------------------------------------ public entry points
 
     def ann_forward(self, images, quantize=True, mask_ratio=0.0, rng=None, record=None,
-                    mask_sites="published", mask_rescale=False):
+                    mask_sites=None, mask_rescale=None):
         """The ANN: every site is QCFS (or clip).
 
         Parameters
@@ -143,10 +152,11 @@ class SpikingNetwork:
             Required when masking.
         record : None, str or iterable of str
             Sites whose activations to return (names or glob patterns, or "all").
-        mask_sites : str or tuple of str
-            Which sites RSM may mask: a preset of the family ("published", "paper", ...) or site suffixes.
-        mask_rescale : bool
-            Divide kept values by 1 - p.
+        mask_sites : str, tuple of str or None
+            Which sites RSM may mask: a preset of the family ("published", "paper", ...) or site suffixes;
+            None: the sites the model was trained with (:attr:`trained_mask_sites`).
+        mask_rescale : bool or None
+            Divide kept values by 1 - p; None: as the model was trained (:attr:`trained_mask_rescale`).
 
         Returns
         -------
@@ -163,7 +173,7 @@ class SpikingNetwork:
         return logits, {name: values[0] for name, values in mode.records.items()}  # forward order
 
     def snn_forward(self, images, timesteps, mask_ratio=0.0, rng=None, record=None, chunk=None,
-                    compensation="none", mask_sites="published", mask_rescale=False, fast=True, neuron="if",
+                    compensation="none", mask_sites=None, mask_rescale=None, fast=True, neuron="if",
                     burst_max=None):
         """The SNN: IF neurons (or another ``neuron``), the image fed unchanged at every step (direct coding).
 
@@ -204,7 +214,7 @@ class SpikingNetwork:
         return sim.run(timesteps, chunk)
 
     def step_simulator(self, images, mask_ratio=0.0, rng=None, compensation="none", record=None,
-                       mask_sites="published", mask_rescale=False, fast=True, neuron="if", burst_max=None):
+                       mask_sites=None, mask_rescale=None, fast=True, neuron="if", burst_max=None):
         """A :class:`mst_ref.simulate.StepSimulator`: the SNN one step (or chunk) at a time.
 
         ``fast``, ``neuron`` and ``burst_max`` as in :meth:`snn_forward`.

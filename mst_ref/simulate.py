@@ -197,7 +197,7 @@ class StepSimulator:
     """
 
     def __init__(self, model, images, mask_ratio=0.0, rng=None, compensation="none", record=None,
-                 mask_sites="published", mask_rescale=False, neuron="if", burst_max=None):
+                 mask_sites=None, mask_rescale=None, neuron="if", burst_max=None):
         self.model = model
         self.images = model.check_images(images)
         self.mode = model.make_mode(True, compensation=compensation, neuron=neuron, burst_max=burst_max,

@@ -1,0 +1,208 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+# ---
+
+# %% [markdown]
+# # 07 - The poster's masking table: why masking costs the CNNs and not MST
+#
+# The MST poster's Random Spike Masking table: dropping 75% of the spikes costs the QCFS-converted
+# ResNet-18 and VGG-16 14-16 points of accuracy, and MST nothing, while cutting MST's "power" to
+# x0.74. This tutorial rebuilds that comparison on Fashion-MNIST with the six models shipped in
+# `data/` (each family trained without masking and with p = 0.75) and looks at why it comes out
+# the way it does:
+#
+# 1. masking at a CNN site by hand: spikes fired, spikes delivered;
+# 2. what one spike costs in a convolution, by hand, borders included;
+# 3. the table itself, on a few sample images: accuracy, fired, delivered, SOPs and energy vs p;
+# 4. where the work is: which share of each model's SOPs the masked sites feed;
+# 5. where the models look as p grows: the spike density of a late layer at one time step.
+#
+# `mst-ref rsm-table` and `mst-ref rsm-regions` run the same code on as many images as you like;
+# README's table comes from them. Sizes here are small (24 images, T = 16, one mask seed) so that
+# the file runs in about a minute on two cores. PNGs go to `$MST_TUTORIAL_OUT` (default
+# `tutorial_out/`).
+
+# %%
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+import mst_ref  # installed by `pip install -e .` (README); tutorials never patch the path
+from mst_ref import data, energy, plots
+from mst_ref.cli_table import _correlation, region_site, spike_density
+from mst_ref.conv import conv2d, conv_fan_out_map
+from mst_ref.masking import rsm
+from mst_ref.rsm_table import RowSpec, measure_ratios, table_rows
+
+np.set_printoptions(precision=4, suppress=True, linewidth=110)
+OUT = Path(os.environ.get("MST_TUTORIAL_OUT", "tutorial_out"))
+OUT.mkdir(parents=True, exist_ok=True)
+started = time.perf_counter()
+
+# %% [markdown]
+# ## 1. Masking at a CNN site, by hand
+#
+# RSM multiplies a site's output spikes by a fresh Bernoulli(1 - p) mask at every step,
+# $\mathrm{rsm}(s) = s \cdot [u > p]$. The neurons fire as before (the mask acts on their output,
+# not their membrane); the layer after the site receives fewer spikes. So there are two counts:
+# spikes **fired** by the neurons and spikes **delivered** to the next layer. A toy spike map of a
+# convolutional site, T = 3 steps of one image, 4 x 4 positions, 2 channels:
+
+# %%
+rng = np.random.default_rng(0)
+lam = 1.5
+spikes = lam * (rng.random((3, 1, 4, 4, 2)) < 0.4)  # (T, B, H, W, C): 0 or lambda
+masked = rsm(spikes, 0.75, np.random.default_rng(1))
+u = np.random.default_rng(1).random(spikes.shape)  # the same uniforms, drawn by hand
+assert np.array_equal(masked, spikes * (u > 0.75))
+fired, delivered = np.count_nonzero(spikes), np.count_nonzero(masked)
+print("channel 0 at step 1, fired:\n", spikes[0, 0, :, :, 0], "\ndelivered:\n", masked[0, 0, :, :, 0])
+print(f"fired {fired}, delivered {delivered} ({delivered / fired:.2f} of them; 1 - p = 0.25 expected)")
+assert delivered <= fired
+
+# %% [markdown]
+# ## 2. What a spike costs in a convolution
+#
+# A spike at input position (i, j) of a 3 x 3 convolution (padding 1, stride 1) with C_out output
+# channels is added into every output whose window covers (i, j): C_out x (number of windows) synapses,
+# one accumulate (SOP) each. In the interior that is 9 C_out; on an edge 6 C_out, in a corner 4 C_out,
+# since the taps that fall on the zero padding are not synapses. Along one axis of a 4-pixel row the
+# windows covering each position are:
+
+# %%
+a_hand = np.array([2, 3, 3, 2])  # row 0 is covered by the windows centred at rows 0 and 1, ...
+a_lib = conv_fan_out_map(4, 3, 1, 1)
+print("windows covering each row:", a_lib)
+assert np.array_equal(a_hand, a_lib)
+c_out = 5
+fan = c_out * np.outer(a_lib, a_lib)  # (4, 4) synapses per spike at each position
+print("synapses reached by one spike at each position (C_out = 5):\n", fan)
+# the same count from the convolution itself: with all-ones weights, the sum of the outputs is the
+# number of (spike, synapse) pairs
+ones_out = conv2d(spikes[0] != 0, np.ones((c_out, 2, 3, 3)), None, 1, 1)
+sops_hand = int(((spikes[0] != 0).sum(axis=(0, 3)) * fan).sum())
+print(f"SOPs of step 1 through the fan-out map: {sops_hand}; sum of an all-ones convolution: {ones_out.sum():.0f}")
+assert sops_hand == int(ones_out.sum())
+
+# %% [markdown]
+# The library builds this map for every site of ResNet-18 and VGG-16 (pooling folded into the next
+# layer, the identity shortcut as one add) and weighs each step's spikes with it
+# (`mst_ref/models/cnn_energy.py`). The mean over positions is a little below 9 C_out:
+
+# %%
+resnet = mst_ref.load_checkpoint(data.shipped_file("resnet18_fashion.pth"))
+fan_lib = energy.fan_outs(resnet.config)
+site = "conv2_x.0.residual_function.2"
+print(f"{site}: mean fan-out {fan_lib[site]:.2f} synapses per spike; interior 9 x C_out = "
+      f"{9 * resnet.config.widths[1]}")
+assert fan_lib[site] < 9 * resnet.config.widths[1]
+
+# %% [markdown]
+# ## 3. The table
+#
+# Six models: MST, ResNet-18 and VGG-16, each trained without masking (masked only here, at
+# evaluation) and trained with p = 0.75. MST is masked at the paper's sites (q, k, attention scores
+# and the MLP input); the CNNs at every site, since every site feeds a convolution or a linear layer.
+# Each row is one SNN run of T = 16 steps on the same 24 sample images; fired and delivered are
+# spikes per image, SOPs and energy per image, and every "x" column is the ratio against p = 0 of
+# the same model.
+
+# %%
+MODELS = [("mst_fashion.pth", "MST", 0.0, "paper"), ("mst_fashion_rsm75_paper.pth", "MST", 0.75, "paper"),
+          ("resnet18_fashion.pth", "ResNet-18", 0.0, "all"), ("resnet18_fashion_rsm75.pth", "ResNet-18", 0.75, "all"),
+          ("vgg16_fashion.pth", "VGG-16", 0.0, "all"), ("vgg16_fashion_rsm75.pth", "VGG-16", 0.75, "all")]
+N, T, RATIOS = 24, 16, (0.0, 0.5, 0.75)
+sample = data.load_dataset(data.sample_path())
+rows, loaded = [], {}
+for name, label, trained, sites in MODELS:
+    path = data.shipped_file(name)
+    model = mst_ref.load_checkpoint(path)
+    config = mst_ref.checkpoint.load_state_dict(path)[1]["config"]
+    pad = int(config.get("pad", 0))
+    images = np.pad(sample.images[:N], ((0, 0), (pad, pad), (pad, pad), (0, 0)))  # CNNs: 28 -> 32 pixels
+    x = data.prepare_images(images, model.config.img_size, 1, config["mean"], config["std"])
+    spec = RowSpec(label, model, trained, sites, bool(config.get("mask_rescale", False)))
+    loaded[name] = (model, x, spec, config)
+    stats = measure_ratios(spec, lambda: [(x, sample.labels[:N])], T, RATIOS, seeds=1)
+    rows += table_rows(spec, stats)
+print(f"{'model':<10} {'trained':>7} {'p':>5} {'acc %':>6} {'fired x':>8} {'delivered x':>11} {'SOPs x':>7} {'energy x':>8}")
+for r in rows:
+    print(f"{r['model']:<10} {r['trained_ratio']:>7g} {r['ratio']:>5g} {r['accuracy']:>6.1f} {r['fired_ratio']:>8.3f} "
+          f"{r['delivered_ratio']:>11.3f} {r['sops_ratio']:>7.3f} {r['energy_ratio']:>8.3f}")
+for r in rows:
+    assert r["delivered"] <= r["fired"] + 1e-9 and (r["ratio"] > 0 or r["sops_ratio"] == 1.0)
+by = {(r["model"], r["trained_ratio"], r["ratio"]): r for r in rows}
+
+# %% [markdown]
+# The accuracy and energy against p, one line per model:
+
+# %%
+acc = {f"{m} trained p={t:g}": [by[m, t, p]["accuracy"] for p in RATIOS] for m in ("MST", "ResNet-18", "VGG-16")
+       for t in (0.0, 0.75)}
+plots.line_chart_png(OUT / "07_accuracy_vs_p.png", RATIOS, acc,
+                     f"SNN accuracy vs masking ratio p ({N} sample images, T = {T})",
+                     "masking ratio p (fraction of spikes dropped)", "accuracy (%)")
+energy_x = {k.replace("trained", "tr."): [by[k.split(" trained")[0], float(k.split("p=")[1]), p]["energy_ratio"]
+                                          for p in RATIOS] for k in acc}
+plots.line_chart_png(OUT / "07_energy_vs_p.png", RATIOS, energy_x,
+                     f"SNN energy per image vs p, relative to p = 0 of the same model (T = {T})",
+                     "masking ratio p (fraction of spikes dropped)", "energy / energy at p = 0")
+
+# %% [markdown]
+# ## 4. Where the work is
+#
+# A mask saves the SOPs of the layers its spikes feed, and only those. In a CNN every site is
+# masked, so every SOP is exposed to masking - and so is every layer's input, which is why a
+# CNN that was not trained for it falls apart. In MST the masked sites feed q k^T, the attention
+# scores' bias add and p v (q, k, scores) and fc1 (the MLP input); the qkv, proj and fc2 inputs and the
+# residual stream are never masked. The share of each model's SOPs (at p = 0) that the masked sites
+# account for:
+
+# %%
+for name in ("mst_fashion_rsm75_paper.pth", "resnet18_fashion_rsm75.pth"):
+    model, x, spec, config = loaded[name]
+    res = model.snn_forward(x, T)
+    masked_sites = set(model.masker(0.75, np.random.default_rng(0), spec.mask_sites).ratios)
+    by_site = res.sops_by_site
+    fed = sum(v for k, v in by_site.items() if k in masked_sites or k.rsplit(".", 1)[-1] in ("qk", "pv"))
+    share = fed / sum(by_site.values())
+    print(f"{spec.label}: {len(masked_sites)} of {len(model.site_names)} sites masked; they (and the products "
+          f"they feed) carry {100 * share:.1f}% of the SOPs")
+    if spec.label != "MST":
+        assert share == 1.0
+
+# %% [markdown]
+# ## 5. Where the models look, as p grows
+#
+# The poster's figure: "models with varying mask rates focus on similar object regions at the same
+# time step". Here: the spike density of a late layer at step t = 8 (the fraction of its channels
+# spiking at each position), each map divided by its maximum, for p = 0, 0.5 and 0.75, overlaid on
+# the image. MST's late tokens keep their regions; the CNN's map is reshuffled by the masks.
+
+# %%
+t_show, n_img = 8, 2
+imgs, heats, labels, corr = [], [], [], {}
+for name in ("mst_fashion_rsm75_paper.pth", "resnet18_fashion_rsm75.pth"):
+    model, x, spec, config = loaded[name]
+    maps = [spike_density(model, x[:n_img], t_show, p, 0, spec.mask_sites, spec.mask_rescale) for p in RATIOS]
+    pad = int(config.get("pad", 0))
+    corr[spec.label] = np.mean([_correlation(maps[0][b], maps[2][b]) for b in range(n_img)])
+    for b in range(n_img):
+        imgs.append(np.pad(sample.images[b, :, :, 0], pad))
+        heats.append([m[b] / m[b].max() if m[b].max() > 0 else m[b] for m in maps])
+        labels.append(f"{spec.label}, image {b} ({sample.classes[sample.labels[b]]})")
+    print(f"{spec.label}: site {region_site(model)}, correlation of the p = 0.75 map with the p = 0 map: "
+          f"{corr[spec.label]:+.2f}")
+plots.overlay_grid_png(OUT / "07_regions.png", imgs, heats, labels, [f"p = {p:g}" for p in RATIOS],
+                       f"Spike density of a late layer at time step t = {t_show}, as the masking ratio p grows",
+                       (0.0, 1.0, "spike density / panel maximum"), scale=4)
+
+# %%
+print(f"done in {time.perf_counter() - started:.0f} s")
