@@ -60,7 +60,11 @@ class RatioSearchResult:
 
 
 def block_prefixes(model):
-    """``layers.i.blocks.j`` of every block, in forward order."""
+    """The model's blocks, in forward order: ``layers.i.blocks.j`` for MST; the model's own
+    ``block_prefixes()`` for the other families (ResNet-18 ``conv1``, ``conv2_x.0``, ...; VGG-16
+    ``layer1`` ... ``layer5``, ``classifier``)."""
+    if hasattr(model, "block_prefixes"):
+        return model.block_prefixes()
     return [f"layers.{i}.blocks.{j}" for i, st in enumerate(model.config.stages) for j in range(st.depth)]
 
 
@@ -174,11 +178,11 @@ def search_block_ratios(model, images, labels, timesteps, rng, candidates=(0.25,
             best = (p, acc, sops)
     p_global = best[0]
     # 3. raise block by block, largest maskable SOPs first
-    masked = {b: site_ratios(model.site_names, {b: 1.0}, mask_sites) for b in blocks}
+    masked = {b: site_ratios(model.site_names, {b: 1.0}, mask_sites, model.mask_site_presets) for b in blocks}
 
     def potential(b):
         qk = any(n.endswith(("attn.q_if", "attn.k_if")) for n in masked[b])
-        return sum(by_site0[n] for n in masked[b]) + (by_site0[f"{b}.attn.qk"] if qk else 0)
+        return sum(by_site0[n] for n in masked[b]) + (by_site0.get(f"{b}.attn.qk", 0) if qk else 0)
 
     ratios = {f"{b}.*": p_global for b in blocks}
     acc_now, sops_now = best[1], best[2]

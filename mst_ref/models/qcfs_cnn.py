@@ -484,6 +484,12 @@ class QCFSCNN(SpikingNetwork):
             mode.fan_out_maps = self._fan_out_maps
         return mode
 
+    def block_prefixes(self):
+        """The blocks a per-block masking ratio map addresses, in forward order."""
+        if self.config.arch == "resnet18":
+            return ["conv1"] + [prefix for prefix, *_ in resnet_blocks(self.config)]
+        return [f"layer{i}" for i in range(1, 6)] + ["classifier"]
+
     # ------------------------------------------------------------------ time chunks
 
     def default_chunk(self, batch_size, timesteps, mode, budget_bytes=2**28):
