@@ -29,17 +29,12 @@
 
 # %%
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-try:
-    import mst_ref
-except ImportError:  # a checkout that was not pip-installed: put the repository root on the path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import mst_ref
+import mst_ref  # installed by `pip install -e .` (README); tutorials never patch the path
 from mst_ref import data, energy, plots
 from mst_ref.neurons import burst_neuron, if_neuron, signed_neuron
 from mst_ref.qcfs import qcfs
