@@ -5,7 +5,9 @@ A measurement is a JSON spec ``{"path", "model", "batch", "T", "threads", "repea
     python benchmarks/_harness.py '<spec>'
 
 in a fresh interpreter whose thread counts (OpenBLAS, OpenMP, MKL, Numba, torch) are fixed before NumPy is
-imported. It builds the model, warms up (compiles / loads the Numba cache, allocates), resets the
+imported, and set again at run time by :func:`mst_ref.threads.limit_threads`: mst_ref's own paths (fast,
+step) run the library's policy (BLAS one thread; Numba kernels and row-split products on ``threads``), the
+dense ones (ann, numpy, matmul, torch) run BLAS on ``threads``. It builds the model, warms up (compiles / loads the Numba cache, allocates), resets the
 process's peak resident memory (``/proc/self/clear_refs``, Linux) and then times ``repeats`` runs, best of.
 It prints one JSON line: wall and CPU seconds of the best run, the resident memory before the timed runs
 and the peak during them (MiB), and it saves the cumulative logits ``(T, B, K)`` to ``out`` (.npy) so the
@@ -108,9 +110,21 @@ def _child(spec):
     threads = str(spec["threads"])
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = threads
+    if spec["path"] == "torch":
+        import torch  # noqa: F401  before mst_ref, whose kernels module makes OpenMP threads sleep (not torch's)
     sys.path.insert(0, str(ROOT))
     import numpy as np
 
+    from mst_ref.threads import limit_threads
+
+    # mst_ref's paths: the library's own policy (BLAS one thread, Numba and the row-split products on
+    # `threads`); the dense references (ANN, readable NumPy path, matmul peak): BLAS on `threads`
+    blas = 1 if spec["path"] in ("fast", "step") else spec["threads"]
+    with limit_threads(spec["threads"], blas=blas):
+        return _measure(spec, np)
+
+
+def _measure(spec, np):
     path, T, batch = spec["path"], spec["T"], spec["batch"]
     if path == "matmul":
         a = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)

@@ -2,9 +2,12 @@
 run the published way and against T ANN forwards, on three models.
 
 Run: python benchmarks/bench_snn.py [--quick] [--threads N] [--models shipped,cifar32,swin_t] [--repeats R]
+                                    [--sizes cifar32=16x16,swin_t=2x4]
 
-For each model, each path runs in its own subprocess (benchmarks/_harness.py), with OpenBLAS, Numba, OpenMP
-and torch all limited to ``--threads`` threads, after a warm-up; the best of ``--repeats`` runs is kept:
+For each model, each path runs in its own subprocess (benchmarks/_harness.py) on ``--threads`` threads, after
+a warm-up; the best of ``--repeats`` runs is kept. mst_ref's paths run the library's thread policy
+(mst_ref.threads: Numba kernels and row-split products on ``--threads``, BLAS one thread); torch and the
+NumPy ANN run their BLAS / OpenMP on ``--threads``:
 
     (a) fast   MST.snn_forward: every layer over a chunk of steps, fused Numba kernels
     (b) step   MST.step_simulator: (a)'s code one step per call
@@ -73,7 +76,10 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for BLAS, Numba, torch")
     parser.add_argument("--models", default="shipped,cifar32,swin_t")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--sizes", default="", help="batch and T per model, e.g. cifar32=16x16,swin_t=2x4")
     args = parser.parse_args()
+    sizes = {name: tuple(int(v) for v in bt.split("x")) for name, bt in
+             (item.split("=") for item in args.sizes.split(",") if item)}
     repeats = args.repeats or (1 if args.quick else 3)
     names = args.models.split(",")
 
@@ -81,13 +87,15 @@ def main():
         print(msg, file=sys.stderr, flush=True)
 
     peak = _harness.measure(path="matmul", model="", batch=0, T=0, threads=args.threads, repeats=5)["gflops"]
-    print(f"# SNN benchmark: threads={args.threads} (BLAS, Numba, torch), best of {repeats}, "
-          f"{'quick' if args.quick else 'full'} sizes; cpus={os.cpu_count()}")
+    print(f"# SNN benchmark: threads={args.threads} (mst_ref: Numba + its own product threads; torch, ANN: BLAS), "
+          f"best of {repeats}, {'quick' if args.quick else 'full'} sizes; cpus={os.cpu_count()}")
+    print(f"# load: {open('/proc/loadavg').read().split()[:3]} (1, 5, 15 min); command: "
+          f"python benchmarks/bench_snn.py {' '.join(sys.argv[1:])}")
     print(f"# float32 matmul peak (NumPy 2048^3, {args.threads} thread(s)): {peak:.1f} GFLOP/s\n")
     summary = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            batch, T = SIZES[name][1 if args.quick else 0]
+            batch, T = sizes.get(name, SIZES[name][1 if args.quick else 0])
             log(f"{name}: B={batch}, T={T}")
             res, rel, agree = bench_model(name, batch, T, args.threads, repeats, tmp, log)
             flops = _harness.network_flops(_harness.build(name, 1)[0].config)
