@@ -31,16 +31,15 @@ SAMPLE = str(ROOT / "data" / "fashion_sample.npz")
 
 
 def commands(out_dir):
-    """name -> argv after ``mst-ref``: each long command at a size that runs for seconds, not minutes."""
+    """name -> argv after ``mst-ref``: each long command at a size that runs for seconds on an idle machine."""
     return {
-        "eval": ["eval", CKPT, "--data", SAMPLE, "--timesteps", "1,2,4,8", "--limit", "200"],
-        "demo": ["demo", "--limit", "100", "--timesteps", "1,2,4,8", "--out", os.path.join(out_dir, "demo")],
-        "energy": ["energy", CKPT, "--data", SAMPLE, "--timesteps", "8", "--limit", "100"],
+        "eval": ["eval", CKPT, "--data", SAMPLE, "--timesteps", "1,2,4,8", "--limit", "50"],
+        "demo": ["demo", "--limit", "25", "--timesteps", "1,2,4,8", "--out", os.path.join(out_dir, "demo")],
+        "energy": ["energy", CKPT, "--data", SAMPLE, "--timesteps", "8", "--limit", "25"],
         "mask-sweep": ["mask-sweep", CKPT, "--data", SAMPLE, "--ratios", "0,0.5", "--seeds", "1",
-                       "--timesteps", "8", "--limit", "100"],
-        "analyze": ["analyze", CKPT, "--data", SAMPLE, "--timesteps", "1,2,4,8", "--limit", "32"],
+                       "--timesteps", "8", "--limit", "25"],
+        "analyze": ["analyze", CKPT, "--data", SAMPLE, "--timesteps", "1,2,4,8", "--limit", "8"],
     }
-
 
 def run_command(argv, threads):
     """Wall seconds of ``mst-ref argv [--threads threads]`` in a fresh interpreter (None: the default)."""
