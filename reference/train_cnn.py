@@ -36,10 +36,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from reference.qcfs_cnn_torch import CNNConfig, build  # noqa: E402
-from reference.train_fashion import MEAN, STD, load_fashion  # noqa: E402
-
-CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-           "Ankle boot"]
+from reference.train_fashion import CLASSES, MEAN, STD, load_fashion  # noqa: E402
 
 
 def to_tensor32(x_uint8):

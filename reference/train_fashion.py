@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from reference.mst_torch import MSTTorch, RefConfig  # noqa: E402
 
 MEAN, STD = 0.2860, 0.3530
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
 def read_idx(path):
@@ -212,7 +213,7 @@ def main(argv=None):
 
     final_acc = evaluate(model, xte, yte)
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    conf = dict(cfg.to_dict(), mean=[MEAN], std=[STD], dataset="fashion-mnist")
+    conf = dict(cfg.to_dict(), mean=[MEAN], std=[STD], dataset="fashion-mnist", class_names=CLASSES)
     torch.save({"model": sd, "config": conf, "epoch": epoch, "max_accuracy": max_acc}, out / "checkpoint.pth")
     log["final_ann_accuracy"] = final_acc
     log["snn_accuracy_torch_reference"] = evaluate_snn(model, xte, yte, args.snn_T)
