@@ -301,12 +301,14 @@ class Mode:
     records : dict of {str: list of ndarray}
         Site name -> outputs of each call.
     spike_counts : dict of {str: list of ndarray}
-        SNN: site name -> ``(steps,)`` int64 counts of nonzero outputs (after masking) of each call.
+        SNN: site name -> ``(steps,)`` int64 counts of nonzero outputs (after masking) of each call; for
+        signed / burst neurons, of spikes (:meth:`spike_events`: a burst of k is k, a negative spike 1).
     site_shapes : dict of {str: tuple}
         Site name -> shape of one step's output, ``(B, ...)``.
     product_pairs : dict of {str: list of ndarray}
         SNN: product name -> ``(steps,)`` int64 counts of multiplies with both operands nonzero
-        (:func:`nonzero_pairs`) of each call; for energy accounting.
+        (:func:`nonzero_pairs`) of each call, or of spike pairs for signed / burst neurons
+        (:func:`event_pairs`); for energy accounting.
     fan_out_maps : dict of {str: (H, W) int ndarray}
         SNN: sites whose spikes are weighed position by position (the QCFS CNNs' convolutions, whose
         fan-out is smaller at the borders); see :meth:`count_synaptic_events`.
