@@ -102,8 +102,8 @@ def _add_threads_option(sub):
         p = sub.choices.get(name)
         if p is not None:
             p.add_argument("--threads", type=positive, default=None,
-                           help="threads for BLAS and the Numba kernels (default 1, or $MST_REF_THREADS); "
-                                "more helps only on idle cores")
+                           help="threads of the Numba kernels and the SNN's matrix products; BLAS itself "
+                                "runs one (default: the cores, at most 8, or $MST_REF_THREADS)")
             p.set_defaults(func=with_threads(p.get_default("func")))
 
 

@@ -17,8 +17,11 @@ cores are shared with other processes too. Measured on a two-core machine with o
 (benchmarks/bench_threads.py), two spinning BLAS threads made the fast path 3x slower than one thread;
 threads that sleep when idle do not collapse.
 
-The default (:func:`default_threads`): ``MST_REF_THREADS`` if set, else one thread. ``--threads N`` on
-the command line (mst_ref.cli) and ``limit_threads(N)`` ask for more.
+The default (:func:`default_threads`): ``MST_REF_THREADS`` if set, else the available cores (at most 8),
+with BLAS on one thread. Because no thread spins, sharing the cores does not collapse: with other
+processes running on a two-core machine, two sleeping threads ran every long command 1.4-9x faster than
+one (benchmarks/bench_threads.py; README, Performance). ``--threads N`` on the command line (mst_ref.cli)
+and ``limit_threads(N)`` choose another count; ``--threads 1`` is the safe floor.
 """
 
 import os
@@ -28,6 +31,8 @@ import numba
 
 __all__ = ["default_threads", "limit_threads", "blas_threads", "kernel_threads", "available_cores"]
 
+MAX_DEFAULT_THREADS = 8  # the default's cap: the kernels' parallel passes are short, and waking many
+# sleeping threads for each of them costs more than it gains (measured only up to two cores)
 _CONTROLLER = []  # the threadpoolctl controller, created at first use (it scans the loaded libraries)
 
 
@@ -40,13 +45,14 @@ def available_cores():
 
 
 def default_threads():
-    """Threads to use when the caller does not say: ``MST_REF_THREADS`` if set (a positive integer), else 1."""
+    """Threads to use when the caller does not say: ``MST_REF_THREADS`` if set (a positive integer), else
+    the cores this process may use, at most :data:`MAX_DEFAULT_THREADS`."""
     value = os.environ.get("MST_REF_THREADS", "").strip()
     if value:
         if not value.isdigit() or int(value) < 1:
             raise ValueError(f"MST_REF_THREADS must be a positive integer; got {value!r}")
         return int(value)
-    return 1
+    return min(available_cores(), MAX_DEFAULT_THREADS)
 
 
 def _controller(refresh=False):

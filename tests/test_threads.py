@@ -44,9 +44,11 @@ def test_limit_threads_restores_after_an_error():
     assert (threads.blas_threads(), numba.get_num_threads()) == (blas0, numba0)
 
 
-def test_default_is_one_thread_unless_the_environment_says(monkeypatch):
+def test_default_is_the_available_cores_unless_the_environment_says(monkeypatch):
     monkeypatch.delenv("MST_REF_THREADS", raising=False)
-    assert threads.default_threads() == 1
+    assert threads.default_threads() == min(threads.available_cores(), threads.MAX_DEFAULT_THREADS)
+    with threads.limit_threads():
+        assert threads.blas_threads() == 1  # BLAS stays on one thread: its workers spin
     monkeypatch.setenv("MST_REF_THREADS", "3")
     assert threads.default_threads() == 3
     with threads.limit_threads():
@@ -99,7 +101,7 @@ def test_every_long_command_has_the_threads_option():
         assert any("--threads" in a.option_strings for a in sub.choices[name]._actions), name
 
 
-@pytest.mark.parametrize("argv, want", [(["run", "--threads", "1"], 1), (["run"], 1), (["run", "--threads", "2"], 2)])
+@pytest.mark.parametrize("argv, want", [(["run", "--threads", "1"], 1), (["run"], None), (["run", "--threads", "2"], 2)])
 def test_threads_option_runs_the_command_inside_the_limit(argv, want, monkeypatch):
     import argparse
 
@@ -114,6 +116,7 @@ def test_threads_option_runs_the_command_inside_the_limit(argv, want, monkeypatc
     cli._add_threads_option(sub)
     args = parser.parse_args(argv)
     assert args.func(args) == 0
+    want = threads.default_threads() if want is None else want
     assert seen == [min(want, numba.config.NUMBA_NUM_THREADS)]
     with pytest.raises(SystemExit):  # argparse rejects 0
         parser.parse_args(["run", "--threads", "0"])
