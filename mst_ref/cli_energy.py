@@ -60,8 +60,9 @@ def _common_arguments(p):
     p.add_argument("--timesteps", default="32", help="T, one value (default 32)")
     p.add_argument("--limit", type=int, default=100, help="evaluate the first N images (default 100)")
     p.add_argument("--batch-size", type=int, default=50)
-    p.add_argument("--mask-sites", choices=["published", "paper"], default="published",
-                   help="sites RSM masks: q, k, attention (published) or also the MLP input (paper)")
+    p.add_argument("--mask-sites", choices=["published", "paper"], default=None,
+                   help="sites RSM masks: q, k, attention (published) or also the MLP input (paper); default: "
+                        "the sites the checkpoint was trained with (a CNN: every site)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mean", default=None, help="normalisation mean, comma-separated (default: checkpoint)")
     p.add_argument("--std", default=None, help="normalisation std, comma-separated (default: checkpoint)")
@@ -114,6 +115,7 @@ def cmd_mask_sweep(args):
     model, (images, labels), (val_x, val_y), dataset = _load(args, extra=n_val)
     note_compiling()
     T, c = args.timesteps, model.config
+    args.mask_sites = args.mask_sites or model.trained_mask_sites
     macs = energy.snn_macs(c, T)  # analog MACs per image
     rows = [(f"{p:g}", p, 1 if p == 0 else args.seeds) for p in ratios]
 
@@ -196,6 +198,7 @@ def cmd_energy(args):
     model, (images, labels), _, dataset = _load(args)
     note_compiling()
     c, T, n = model.config, args.timesteps, len(images)
+    args.mask_sites = args.mask_sites or model.trained_mask_sites
     p = c.mask_ratio if args.mask_ratio is None else args.mask_ratio
     rng = np.random.default_rng(args.seed)
     correct, sops, spikes = 0, {}, {}
