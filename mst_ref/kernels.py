@@ -39,7 +39,7 @@ njit = partial(numba.njit, cache=True, nogil=True)
 # Idle Numba (OpenMP) threads sleep instead of spinning. libgomp reads this once, when Numba starts its
 # thread pool at the first parallel kernel, so it is set here, before any kernel runs (a value the user
 # set wins). Spinning workers take a shared core from the thread doing the work: on two cores with
-# other processes running, two threads ran 3-10x slower than one (benchmarks/bench_threads.py).
+# other processes running, two spinning threads ran 3-4x slower than one (benchmarks/bench_threads.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Neurons per parallel work item: the block's membrane potentials (4-8 KiB) stay in L1 cache while
