@@ -13,6 +13,10 @@ both on ``--threads`` threads (torch.set_num_threads; mst_ref.threads.limit_thre
 alternating so that a change in the machine's load hits both; best of ``--repeats``. Prints image-steps
 per second of each and the ratio a/b (> 1: mst_ref is faster), and checks that the two predict the same
 class for the images (trained models; random ones are chaotic). Needs torch. A script, not a test.
+
+On the shipped models and real images the official code's membranes reach denormal floats, which x86
+CPUs process far more slowly; ``--flush-denormal`` measures the official code with them flushed to zero
+too (its numbers can then differ slightly).
 """
 
 import argparse
@@ -33,6 +37,9 @@ def main(argv=None):
     ap.add_argument("--timesteps", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--random", action="store_true", help="random weights instead of the shipped models")
+    ap.add_argument("--flush-denormal", action="store_true",
+                    help="torch.set_flush_denormal(True) for the official code (it does not set it; on real "
+                         "images its membranes reach denormal floats, which the CPU handles slowly)")
     args = ap.parse_args(argv)
 
     import torch
@@ -43,11 +50,13 @@ def main(argv=None):
     from reference.qcfs_cnn_torch import CNNConfig, build
 
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(args.flush_denormal)
     sample = data.load_dataset(data.sample_path())
     raw = np.pad(sample.images[:args.batch], ((0, 0), (2, 2), (2, 2), (0, 0)))
     x = data.prepare_images(raw, 32, 1, data.FASHION_MNIST_MEAN, data.FASHION_MNIST_STD)  # (B, 1, 32, 32)
     B, T = len(x), args.timesteps
-    print(f"QCFS CNN SNN, batch {B}, T = {T}, {args.threads} thread(s), best of {args.repeats} alternating runs")
+    print(f"QCFS CNN SNN, batch {B}, T = {T}, {args.threads} thread(s), best of {args.repeats} alternating runs; "
+          f"torch flush-denormal {'on' if args.flush_denormal else 'off (as the official code)'}")
     for arch in ("resnet18", "vgg16"):
         if args.random:
             ref = build(CNNConfig(arch=arch, in_chans=1, width=0.125)).eval()
