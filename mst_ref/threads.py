@@ -19,8 +19,9 @@ threads that sleep when idle do not collapse.
 
 The default (:func:`default_threads`): ``MST_REF_THREADS`` if set, else the available cores (at most 8),
 with BLAS on one thread. Because no thread spins, sharing the cores does not collapse: with other
-processes running on a two-core machine, two sleeping threads ran every long command 1.4-9x faster than
-one (benchmarks/bench_threads.py; README, Performance). ``--threads N`` on the command line (mst_ref.cli)
+processes running on a two-core machine, two sleeping threads ran the long commands 0.9-1.8x as fast
+as one, within that load's timing noise of one thread against itself (benchmarks/bench_threads.py;
+README, Performance). ``--threads N`` on the command line (mst_ref.cli)
 and ``limit_threads(N)`` choose another count; ``--threads 1`` is the safe floor.
 """
 
