@@ -42,15 +42,16 @@ def measure(args):
     fan = energy.fan_outs(model.config)
     for neuron in args.neurons:
         started = time.perf_counter()
-        correct, sops = np.zeros(T_MAX, np.int64), np.zeros(T_MAX)
+        T = args.max_t
+        correct, sops = np.zeros(T, np.int64), np.zeros(T)
         for x, y in zip(images, labels):
-            r = model.snn_forward(x, T_MAX, neuron=neuron, compensation=args.compensation)
+            r = model.snn_forward(x, T, neuron=neuron, compensation=args.compensation)
             correct += (r.predictions == y).sum(axis=1)
             # SOPs of each step: spikes x fan-out, plus the events of the products
             step = sum(c.astype(np.float64) * fan[s] for s, c in r.spike_counts_per_step.items())
             sops += step + sum(c.astype(np.float64) for c in r.product_pairs_per_step.values())
         cum_sops = np.cumsum(sops) / n  # (T,) per image, after t steps
-        macs = np.array([energy.snn_macs(model.config, t) for t in range(1, T_MAX + 1)], np.float64)
+        macs = np.array([energy.snn_macs(model.config, t) for t in range(1, T + 1)], np.float64)
         results[neuron] = {"accuracy": (100 * correct / n).tolist(), "sops_per_image": cum_sops.tolist(),
                            "macs_per_image": macs.tolist(),
                            "energy_uj_per_image": ((energy.E_AC_PJ * cum_sops + energy.E_MAC_PJ * macs) / 1e6).tolist(),
@@ -68,14 +69,14 @@ def render(args):
                 continue
             label = neuron + (", compensated" if comp == "expectation" else "")
             rows.append((label, r))
-            curves[label] = (np.array(r["energy_uj_per_image"])[[t - 1 for t in SHOWN]],
-                             np.array(r["accuracy"])[[t - 1 for t in SHOWN]])
+            shown = [t - 1 for t in SHOWN if t <= len(r["accuracy"])]
+            curves[label] = (np.array(r["energy_uj_per_image"])[shown], np.array(r["accuracy"])[shown])
     print(f"ANN {runs[0]['ann_accuracy']:.2f} % on {runs[0]['n']} images")
     print("| neuron | " + " | ".join(f"T={t}" for t in SHOWN) + " |")
     print("|---|" + "---|" * len(SHOWN))
     for label, r in rows:
         cells = [f"{r['accuracy'][t - 1]:.1f} / {r['sops_per_image'][t - 1] / 1e6:.1f} / "
-                 f"{r['energy_uj_per_image'][t - 1]:.0f}" for t in SHOWN]
+                 f"{r['energy_uj_per_image'][t - 1]:.0f}" if t <= len(r["accuracy"]) else "" for t in SHOWN]
         print(f"| {label} | " + " | ".join(cells) + " |")
     if args.png:
         plots.xy_chart_png(args.png, curves, f"Shipped MST, first {runs[0]['n']} Fashion-MNIST test images: "
@@ -91,6 +92,7 @@ def main():
     m.add_argument("--limit", type=int, default=1000)
     m.add_argument("--compensation", choices=["none", "expectation"], default="none")
     m.add_argument("--neurons", nargs="+", default=["if", "signed", "burst", "signed-burst"])
+    m.add_argument("--max-t", type=int, default=T_MAX, help="run each neuron to this T (default 32)")
     m.add_argument("--out", required=True)
     m.set_defaults(func=measure)
     r = sub.add_parser("render")
