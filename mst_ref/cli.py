@@ -103,7 +103,7 @@ def _add_threads_option(sub):
         if p is not None:
             p.add_argument("--threads", type=positive, default=None,
                            help="threads of the Numba kernels and the SNN's matrix products; BLAS itself "
-                                "runs one (default: the cores, at most 8, or $MST_REF_THREADS)")
+                                "runs one (default 1, or $MST_REF_THREADS; more helps on idle cores)")
             p.set_defaults(func=with_threads(p.get_default("func")))
 
 

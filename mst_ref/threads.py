@@ -17,12 +17,13 @@ cores are shared with other processes too. Measured on a two-core machine with o
 two spinning BLAS threads made the fast path 3x slower than one thread (173 against 453-561
 image-steps/s, shipped model, batch 32); threads that sleep when idle do not collapse.
 
-The default (:func:`default_threads`): ``MST_REF_THREADS`` if set, else the available cores (at most 8),
-with BLAS on one thread. Because no thread spins, sharing the cores does not collapse: with other
-processes running on a two-core machine, two sleeping threads ran the long commands 0.9-1.8x as fast
-as one, within that load's timing noise of one thread against itself (benchmarks/bench_threads.py;
-README, Performance). ``--threads N`` on the command line (mst_ref.cli) and ``limit_threads(N)``
-choose another count; ``--threads 1`` is the safe floor.
+The default (:func:`default_threads`): ``MST_REF_THREADS`` if set, else one thread (BLAS on one thread
+too). Two threads that sleep when idle did not collapse on a busy two-core machine (0.9-1.8x of one
+thread on the long commands, benchmarks/bench_threads.py), but under heavier load a product split in
+two waits for its slower half: ``mst-ref eval`` ran 0.81x of one thread at a load average of 12
+(benchmarks/bench_eval.py; README, Performance). One thread is never slower than itself; on idle cores
+``--threads N`` on the command line (mst_ref.cli) or ``limit_threads(N)`` gains up to ~N x in the
+kernels and products.
 """
 
 import os
@@ -32,8 +33,6 @@ import numba
 
 __all__ = ["default_threads", "limit_threads", "blas_threads", "kernel_threads", "available_cores"]
 
-MAX_DEFAULT_THREADS = 8  # the default's cap: the kernels' parallel passes are short, and waking many
-# sleeping threads for each of them costs more than it gains (measured only up to two cores)
 _CONTROLLER = []  # the threadpoolctl controller, created at first use (it scans the loaded libraries)
 
 
@@ -46,14 +45,13 @@ def available_cores():
 
 
 def default_threads():
-    """Threads to use when the caller does not say: ``MST_REF_THREADS`` if set (a positive integer), else
-    the cores this process may use, at most :data:`MAX_DEFAULT_THREADS`."""
+    """Threads to use when the caller does not say: ``MST_REF_THREADS`` if set (a positive integer), else 1."""
     value = os.environ.get("MST_REF_THREADS", "").strip()
     if value:
         if not value.isdigit() or int(value) < 1:
             raise ValueError(f"MST_REF_THREADS must be a positive integer; got {value!r}")
         return int(value)
-    return min(available_cores(), MAX_DEFAULT_THREADS)
+    return 1
 
 
 def _controller(refresh=False):

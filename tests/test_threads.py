@@ -44,9 +44,9 @@ def test_limit_threads_restores_after_an_error():
     assert (threads.blas_threads(), numba.get_num_threads()) == (blas0, numba0)
 
 
-def test_default_is_the_available_cores_unless_the_environment_says(monkeypatch):
+def test_default_is_one_thread_unless_the_environment_says(monkeypatch):
     monkeypatch.delenv("MST_REF_THREADS", raising=False)
-    assert threads.default_threads() == min(threads.available_cores(), threads.MAX_DEFAULT_THREADS)
+    assert threads.default_threads() == 1
     with threads.limit_threads():
         assert threads.blas_threads() == 1  # BLAS stays on one thread: its workers spin
     monkeypatch.setenv("MST_REF_THREADS", "3")
