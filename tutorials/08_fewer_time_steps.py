@@ -25,7 +25,7 @@
 #
 # PNGs go to `$MST_TUTORIAL_OUT` (default `tutorial_out/` under the current folder). The model part
 # uses 50 images and T <= 4 (plus the IF neuron at T = 32 as the reference), so the file runs in
-# about a minute; the README's table has the same measurements on 1,000 images up to T = 32.
+# about a minute; the README's tables have the same measurements on up to 200 images and T = 32.
 
 # %%
 import os
