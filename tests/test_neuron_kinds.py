@@ -372,3 +372,20 @@ def test_burst_max_without_a_burst_neuron_is_a_usage_error(tiny_checkpoint, tiny
         _cli("eval", tiny_checkpoint, "--data", tiny_data, "--neuron", "signed", "--burst-max", "2")
     with pytest.raises(UsageError, match="--burst-max must be >= 1"):
         _cli("energy", tiny_checkpoint, "--data", tiny_data, "--neuron", "burst", "--burst-max", "0")
+
+
+# ---------------------------------------------------------------- the QCFS CNNs (same Mode machinery)
+
+
+@pytest.mark.parametrize("arch, in_chans, img_size, width", [("resnet18", 1, 16, 1 / 16), ("vgg16", 2, 32, 1 / 32)])
+def test_burst_cnn_at_one_step_is_its_ann_with_the_cnns_own_rounding(arch, in_chans, img_size, width):
+    from mst_ref.models.qcfs_cnn import CNNConfig, QCFSCNN
+    cfg = CNNConfig.official(arch, in_chans=in_chans, img_size=img_size, num_classes=3, width=width)
+    cnn = QCFSCNN.random(cfg, np.random.default_rng(0))
+    x = np.random.default_rng(1).standard_normal((2, in_chans, img_size, img_size)).astype(np.float32)
+    # qcfs_clamp_first at every site, reproduced by the burst neuron's clamp-first floor
+    np.testing.assert_array_equal(cnn.snn_forward(x, 1, neuron="burst").step_logits[0], cnn.ann_forward(x))
+    a = cnn.snn_forward(x, 4, neuron="signed-burst", burst_max=2)
+    b = cnn.snn_forward(x, 4, neuron="signed-burst", burst_max=2, chunk=1)
+    np.testing.assert_array_equal(a.step_logits, b.step_logits)
+    assert a.sops == b.sops > 0
