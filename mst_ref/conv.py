@@ -105,12 +105,16 @@ def conv2d_events_reference(x, weight, bias=None, stride=1, padding=0):
     return y
 
 
-def conv2d_events(x, weight, bias=None, stride=1, padding=0):
+def conv2d_events(x, weight, bias=None, stride=1, padding=0, bn=None):
     """:func:`conv2d_events_reference` through the Numba kernel :func:`mst_ref.kernels.conv2d_events`.
 
     The fast path of the CNNs' SNN: a convolution fed by spikes costs one row of W per spike (its SOPs),
     not a dense product; with a few tens of percent of neurons spiking per step this beats im2col + BLAS
     on the narrow layers of the small models. Same bits as the reference.
+
+    ``bn``: optional ``(scale, shift)`` of the BatchNorm after the convolution
+    (:func:`mst_ref.layers.bn_affine`), applied in the kernel's last pass with the same rounding as
+    :func:`mst_ref.layers.batch_norm` on the result.
     """
     cout, cin, k, _ = weight.shape
     lead = x.shape[:-3]
@@ -119,10 +123,11 @@ def conv2d_events(x, weight, bias=None, stride=1, padding=0):
     xs = np.ascontiguousarray(x.reshape(-1, h, w_, cin))  # (S, H, W, Cin)
     taps = np.ascontiguousarray(weight.transpose(2, 3, 1, 0))  # (k, k, Cin, Cout)
     out = np.zeros((xs.shape[0], ho, wo, cout), dtype=x.dtype)  # (S, Ho, Wo, Cout)
-    y = kernels.conv2d_events(xs, taps, stride, padding, ho, wo, out).reshape(*lead, ho, wo, cout)
-    if bias is not None:
-        y += bias
-    return y
+    none = np.zeros(0, dtype=x.dtype)
+    b = none if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
+    scale, shift = (none, none) if bn is None else (np.ascontiguousarray(a, dtype=x.dtype) for a in bn)
+    return kernels.conv2d_events(xs, taps, stride, padding, ho, wo, b, scale, shift, out).reshape(
+        *lead, ho, wo, cout)
 
 
 def avg_pool2(x):

@@ -533,10 +533,11 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
 
 
 @njit(parallel=True)
-def conv2d_events(x, w, stride, padding, ho, wo, out):
+def conv2d_events(x, w, stride, padding, ho, wo, bias, scale, shift, out):
     """Convolution that skips zero inputs: the event-driven form of a conv fed by spikes.
 
-    Twin of :func:`mst_ref.conv.conv2d_events_reference` (same loop order, same bits).
+    Twin of :func:`mst_ref.conv.conv2d_events_reference` (the same additions in the same order, so the
+    same bits).
 
     Parameters
     ----------
@@ -545,6 +546,9 @@ def conv2d_events(x, w, stride, padding, ho, wo, out):
     w : (k, k, Cin, Cout) float ndarray
         The conv weight with its taps in front (``weight.transpose(2, 3, 1, 0)``), contiguous.
     stride, padding, ho, wo : int
+    bias, scale, shift : (Cout,) float ndarrays, or size 0 to skip
+        The conv's bias, and the folded BatchNorm after it (:func:`mst_ref.layers.bn_affine`): each
+        output becomes ``(y + bias) * scale + shift``, rounded as :func:`mst_ref.layers.batch_norm`.
     out : (S, ho, wo, Cout) float ndarray, zeros
         Accumulated into and returned.
 
@@ -553,31 +557,43 @@ def conv2d_events(x, w, stride, padding, ho, wo, out):
     .. math:: y[s, i, j, :] = \\sum_{u, v} \\sum_{c:\\, x \\ne 0} x[s, \\sigma i + u - p, \\sigma j + v - p, c]\\,
               W[u, v, c, :]
 
-    taps (u, v) and channels c in this order; each nonzero input adds one row of W (Cout accumulates: the
-    SOPs of the layer). Positions outside the image are the zero padding: skipped.
+    Event-driven: each nonzero input x[s, r, q, c] (a spike) is read once and added, times the row
+    W[u, v, c, :], into every output (i, j) whose window holds it at tap (u, v): i = (r + p - u) / sigma
+    when that is a whole number in range (the spike's SOPs). Inputs are visited in row-major order
+    (r, then q, then c), so each output receives its terms in the order (u, v, c) of the reference.
     """
     S, H, W, cin = x.shape
     k, cout = w.shape[0], w.shape[3]
     for s in prange(S):
-        acc = np.empty(cout, dtype=out.dtype)  # one output pixel's Cout sums, in registers / L1
-        for i in range(ho):
-            for j in range(wo):
-                for o in range(cout):
-                    acc[o] = out[s, i, j, o]
-                for u in range(k):
-                    r = i * stride + u - padding
-                    if r < 0 or r >= H:
+        for r in range(H):
+            for q in range(W):
+                for c in range(cin):
+                    val = x[s, r, q, c]
+                    if val == 0:
                         continue
-                    for v in range(k):
-                        q = j * stride + v - padding
-                        if q < 0 or q >= W:
+                    for u in range(k):
+                        ti = r + padding - u
+                        if ti < 0 or ti % stride != 0 or ti // stride >= ho:
                             continue
-                        for c in range(cin):
-                            val = x[s, r, q, c]
-                            if val != 0:
-                                # y[s, i, j, :] += x * W[u, v, c, :]
-                                for o in range(cout):
-                                    acc[o] += val * w[u, v, c, o]
-                for o in range(cout):
-                    out[s, i, j, o] = acc[o]
+                        i = ti // stride
+                        for v in range(k):
+                            tj = q + padding - v
+                            if tj < 0 or tj % stride != 0 or tj // stride >= wo:
+                                continue
+                            j = tj // stride
+                            # y[s, i, j, :] += x * W[u, v, c, :]
+                            for o in range(cout):
+                                out[s, i, j, o] += val * w[u, v, c, o]
+        if bias.size or scale.size:
+            for i in range(ho):
+                for j in range(wo):
+                    for o in range(cout):
+                        y = out[s, i, j, o]
+                        if bias.size:
+                            y = y + bias[o]
+                        if scale.size:
+                            # BatchNorm: y * a + (beta - mu a)
+                            y = y * scale[o]
+                            y = y + shift[o]
+                        out[s, i, j, o] = y
     return out

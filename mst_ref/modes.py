@@ -496,8 +496,14 @@ class Mode:
         """
         fmap = self.fan_out_maps[name]  # (H, W)
         if spikes.ndim == 5:
-            per_position = spikes.sum(axis=(1, 4), dtype=np.int64)  # (T, H, W)
-            events = (per_position * fmap).sum(axis=(1, 2))  # (T,)
+            T, B, H, W, C = spikes.shape
+            if spikes.dtype == bool:  # count along the contiguous channel axis first: one fast pass
+                per_pixel = np.count_nonzero(spikes.reshape(T, B * H * W, C), axis=2)  # (T, B*H*W)
+            else:
+                per_pixel = spikes.reshape(T, B * H * W, C).sum(axis=2, dtype=np.int64)  # (T, B*H*W)
+            per_position = per_pixel.reshape(T, B, H * W).sum(axis=1, dtype=np.int64)  # (T, H*W)
+            # events_t = sum over positions of spikes x fan-out
+            events = per_position @ fmap.reshape(H * W).astype(np.int64)  # (T,)
         else:
             events = spikes.reshape(spikes.shape[0], -1).sum(axis=1, dtype=np.int64) * int(fmap.reshape(-1)[0])
         self.synaptic_events.setdefault(name, []).append(np.asarray(events, dtype=np.int64))

@@ -381,3 +381,18 @@ def test_cli_rsm_table_and_regions(tiny_cnn_checkpoint, capsys, tmp_path):
     # bad input: one line, exit status 2
     assert main(["rsm-table", "--data", str(sample_path()), "--checkpoints", ckpts, "--ratios", "0.5,0.75"]) == 2
     assert "including 0" in capsys.readouterr().err
+
+
+@pytest.mark.kernels
+def test_event_kernel_with_batch_norm_rounds_as_conv_then_batch_norm():
+    from mst_ref.conv import conv2d_events, conv2d_events_reference
+    from mst_ref.layers import batch_norm, bn_affine
+
+    rng = np.random.default_rng(5)
+    for dtype in (np.float32, np.float64):
+        x = ((rng.random((3, 6, 5, 4)) < 0.3) * 1.25).astype(dtype)
+        w, b = rng.standard_normal((3, 4, 3, 3)).astype(dtype), rng.standard_normal(3).astype(dtype)
+        bn = [rng.standard_normal(3).astype(dtype), rng.standard_normal(3).astype(dtype),
+              rng.standard_normal(3).astype(dtype), (rng.random(3) + 0.5).astype(dtype)]
+        want = batch_norm(conv2d_events_reference(x, w, b, 2, 1), *bn)
+        np.testing.assert_array_equal(conv2d_events(x, w, b, 2, 1, bn=bn_affine(*bn)), want)

@@ -43,7 +43,7 @@ import numpy as np
 
 from ..conv import (avg_pool2, conv2d, conv2d_events, conv_output_size, flatten_chw, global_avg_pool,
                     to_channels_last)
-from ..layers import batch_norm, bn_params, linear
+from ..layers import batch_norm, bn_affine, bn_params, linear
 from ..network import SpikingNetwork
 from ..qcfs import qcfs_clamp_first
 
@@ -434,8 +434,11 @@ class QCFSCNN(SpikingNetwork):
         rounding.
         """
         s = self.state
-        conv_fn = conv2d_events if mode is not None and mode.spiking and mode.fast else conv2d
-        y = conv_fn(x, s[f"{conv}.weight"], s.get(f"{conv}.bias"), stride, padding)  # (..., Ho, Wo, Cout)
+        if mode is not None and mode.spiking and mode.fast:
+            # conv + BN in one kernel: (acc + b) * a + shift, rounded as the two steps below
+            return conv2d_events(x, s[f"{conv}.weight"], s.get(f"{conv}.bias"), stride, padding,
+                                 bn=bn_affine(*bn_params(s, bn)))  # (..., Ho, Wo, Cout)
+        y = conv2d(x, s[f"{conv}.weight"], s.get(f"{conv}.bias"), stride, padding)  # (..., Ho, Wo, Cout)
         return batch_norm(y, *bn_params(s, bn))
 
     def _site(self, mode, name, x):
