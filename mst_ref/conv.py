@@ -122,7 +122,7 @@ def conv2d_events(x, weight, bias=None, stride=1, padding=0, bn=None):
     ho, wo = conv_output_size(h, k, stride, padding), conv_output_size(w_, k, stride, padding)
     xs = np.ascontiguousarray(x.reshape(-1, h, w_, cin))  # (S, H, W, Cin)
     taps = np.ascontiguousarray(weight.transpose(2, 3, 1, 0))  # (k, k, Cin, Cout)
-    out = np.zeros((xs.shape[0], ho, wo, cout), dtype=x.dtype)  # (S, Ho, Wo, Cout)
+    out = np.empty((xs.shape[0], ho, wo, cout), dtype=x.dtype)  # (S, Ho, Wo, Cout), zeroed by the kernel
     none = np.zeros(0, dtype=x.dtype)
     b = none if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
     scale, shift = (none, none) if bn is None else (np.ascontiguousarray(a, dtype=x.dtype) for a in bn)

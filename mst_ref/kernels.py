@@ -549,8 +549,8 @@ def conv2d_events(x, w, stride, padding, ho, wo, bias, scale, shift, out):
     bias, scale, shift : (Cout,) float ndarrays, or size 0 to skip
         The conv's bias, and the folded BatchNorm after it (:func:`mst_ref.layers.bn_affine`): each
         output becomes ``(y + bias) * scale + shift``, rounded as :func:`mst_ref.layers.batch_norm`.
-    out : (S, ho, wo, Cout) float ndarray, zeros
-        Accumulated into and returned.
+    out : (S, ho, wo, Cout) float ndarray
+        Set to zero, accumulated into and returned.
 
     Notes
     -----
@@ -565,6 +565,7 @@ def conv2d_events(x, w, stride, padding, ho, wo, bias, scale, shift, out):
     S, H, W, cin = x.shape
     k, cout = w.shape[0], w.shape[3]
     for s in prange(S):
+        out[s] = 0
         for r in range(H):
             for q in range(W):
                 for c in range(cin):

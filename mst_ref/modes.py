@@ -465,6 +465,13 @@ class Mode:
     def _observe(self, name, y):
         """Keep the outputs of recorded sites; count the spikes of every SNN site."""
         if self.spiking:
+            if self.neuron == "if" and name in self.fan_out_maps and y.ndim == 5:
+                # a convolution's input: spikes per pixel once, for the counts and the synapses reached
+                T, B, H, W, C = y.shape
+                per_pixel = np.count_nonzero(y.reshape(T, B * H * W, C), axis=2)  # (T, B*H*W)
+                self.observe(name, y.shape[1:], per_pixel.sum(axis=1), y)
+                self._book_events(name, per_pixel.reshape(T, B, H * W))
+                return
             if self.neuron == "if":
                 counts = np.count_nonzero(y.reshape(y.shape[0], -1), axis=1)  # (T,)
             else:  # a burst of k spikes is k events, a negative spike one
@@ -501,11 +508,17 @@ class Mode:
                 per_pixel = np.count_nonzero(spikes.reshape(T, B * H * W, C), axis=2)  # (T, B*H*W)
             else:
                 per_pixel = spikes.reshape(T, B * H * W, C).sum(axis=2, dtype=np.int64)  # (T, B*H*W)
-            per_position = per_pixel.reshape(T, B, H * W).sum(axis=1, dtype=np.int64)  # (T, H*W)
-            # events_t = sum over positions of spikes x fan-out
-            events = per_position @ fmap.reshape(H * W).astype(np.int64)  # (T,)
+            self._book_events(name, per_pixel.reshape(T, B, H * W))
+            return
         else:
             events = spikes.reshape(spikes.shape[0], -1).sum(axis=1, dtype=np.int64) * int(fmap.reshape(-1)[0])
+        self.synaptic_events.setdefault(name, []).append(np.asarray(events, dtype=np.int64))
+
+    def _book_events(self, name, per_pixel):
+        """Synapses reached at each step from ``per_pixel`` spike counts ``(T, B, H*W)`` and the site's map."""
+        per_position = per_pixel.sum(axis=1, dtype=np.int64)  # (T, H*W)
+        # events_t = sum over positions of spikes x fan-out
+        events = per_position @ self.fan_out_maps[name].reshape(-1).astype(np.int64)  # (T,)
         self.synaptic_events.setdefault(name, []).append(np.asarray(events, dtype=np.int64))
 
     def observe(self, name, shape, counts=None, y=None):
