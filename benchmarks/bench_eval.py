@@ -64,6 +64,10 @@ def main():
 
     print(f"# mst-ref eval, shipped Fashion-MNIST MST, T = {T}, cpus={os.cpu_count()}")
     print(f"# load before: {Path('/proc/loadavg').read_text().split()[:3]} (1, 5, 15 min)")
+    # warm the Numba cache: after an edit of mst_ref/kernels.py the first process recompiles the
+    # kernels (about a minute), which is not what a thread setting costs
+    subprocess.run([sys.executable, "-m", "mst_ref.cli", "eval", CKPT, "--data", args.data, "--timesteps", "1", "--limit", "2"],
+                   cwd=ROOT, capture_output=True, check=True)
     wall = {}
     for n in sizes:
         for k in settings:  # interleaved, so the thread settings see the same load

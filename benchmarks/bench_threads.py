@@ -85,6 +85,10 @@ def main():
         print(f"{'':<12}{'wall seconds':>14}")
         print(header)
         worst = float("inf")
+        # warm the Numba cache: after an edit of mst_ref/kernels.py the first process recompiles the
+        # kernels (about a minute), which is not what a thread setting costs
+        subprocess.run([sys.executable, "-m", "mst_ref.cli", "eval", CKPT, "--data", SAMPLE, "--timesteps", "1", "--limit", "2"],
+                       cwd=ROOT, capture_output=True, check=True)
         with tempfile.TemporaryDirectory() as tmp:
             for name, argv in commands(tmp).items():
                 if name not in args.commands.split(","):
