@@ -21,7 +21,7 @@ The default (:func:`default_threads`): ``MST_REF_THREADS`` if set, else one thre
 too). Two threads that sleep when idle did not collapse on a busy two-core machine (0.9-1.8x of one
 thread on the long commands, benchmarks/bench_threads.py), but under heavier load a product split in
 two waits for its slower half: ``mst-ref eval`` ran 0.81x of one thread at a load average of 12
-(benchmarks/bench_eval.py; README, Performance). One thread is never slower than itself; on idle cores
+(benchmarks/bench_eval.py, one run; README, Performance). One thread is never slower than itself; on idle cores
 ``--threads N`` on the command line (mst_ref.cli) or ``limit_threads(N)`` gains up to ~N x in the
 kernels and products.
 """
