@@ -253,7 +253,7 @@ def cmd_rsm_regions(args):
         raw = np.pad(raw, ((0, 0), (pad, pad), (pad, pad))) if pad else raw
         maps = [spike_density(model, x, t, p, args.seed, sites, _rescaled(loaded)) for p in ratios]  # (B, h, w) each
         name = "MST" if family == "mst" else {"resnet18": "ResNet-18", "vgg16": "VGG-16"}[model.config.arch]
-        similarity = [np.mean([_correlation(maps[0][b], m[b]) for b in range(n)]) for m in maps[1:]]
+        similarity = [np.mean([map_correlation(maps[0][b], m[b]) for b in range(n)]) for m in maps[1:]]
         lines.append(f"  {name:<10} {region_site(model):<34} " + "  ".join(
             f"p = {p:g}: {c:+.2f}" for p, c in zip(ratios[1:], similarity)))
         for b in range(n):
@@ -275,7 +275,7 @@ def cmd_rsm_regions(args):
     return 0
 
 
-def _correlation(a, b):
+def map_correlation(a, b):
     """Pearson correlation of two maps (0 when either is constant)."""
     a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
     den = np.sqrt((a * a).sum() * (b * b).sum())

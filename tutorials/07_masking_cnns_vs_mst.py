@@ -24,7 +24,7 @@
 #
 # `mst-ref rsm-table` and `mst-ref rsm-regions` run the same code on as many images as you like;
 # README's table comes from them. Sizes here are small (24 images, T = 16, one mask seed) so that
-# the file runs in about a minute on two cores. PNGs go to `$MST_TUTORIAL_OUT` (default
+# the file runs in well under a minute on two cores. PNGs go to `$MST_TUTORIAL_OUT` (default
 # `tutorial_out/`).
 
 # %%
@@ -36,7 +36,7 @@ import numpy as np
 
 import mst_ref  # installed by `pip install -e .` (README); tutorials never patch the path
 from mst_ref import data, energy, plots
-from mst_ref.cli_table import _correlation, region_site, spike_density
+from mst_ref.cli_table import map_correlation, region_site, spike_density
 from mst_ref.conv import conv2d, conv_fan_out_map
 from mst_ref.masking import rsm
 from mst_ref.rsm_table import RowSpec, measure_ratios, table_rows
@@ -202,7 +202,7 @@ for name in ("mst_fashion_rsm75_paper.pth", "resnet18_fashion_rsm75.pth"):
     model, x, spec, config = loaded[name]
     maps = [spike_density(model, x[:n_img], t_show, p, 0, spec.mask_sites, spec.mask_rescale) for p in RATIOS]
     pad = int(config.get("pad", 0))
-    corr[spec.label] = np.mean([_correlation(maps[0][b], maps[2][b]) for b in range(n_img)])
+    corr[spec.label] = np.mean([map_correlation(maps[0][b], maps[2][b]) for b in range(n_img)])
     for b in range(n_img):
         imgs.append(np.pad(sample.images[b, :, :, 0], pad))
         heats.append([m[b] / m[b].max() if m[b].max() > 0 else m[b] for m in maps])
