@@ -311,7 +311,7 @@ class Mode:
         (:func:`event_pairs`); for energy accounting.
     fan_out_maps : dict of {str: (H, W) int ndarray}
         SNN: sites whose spikes are weighed position by position (the QCFS CNNs' convolutions, whose
-        fan-out is smaller at the borders); see :meth:`count_synaptic_events`.
+        fan-out is smaller at the borders); see :meth:`_book_events`.
     synaptic_events : dict of {str: list of ndarray}
         SNN: site name -> ``(steps,)`` int64 synapses reached by its spikes, of each call (sites with a map).
     quantizer : callable
@@ -463,63 +463,48 @@ class Mode:
         return (np.abs(x) >= tiny).astype(np.int64)  # subnormal values count as zero, as in nonzero_pairs
 
     def _observe(self, name, y):
-        """Keep the outputs of recorded sites; count the spikes of every SNN site."""
-        if self.spiking:
-            if self.neuron == "if" and name in self.fan_out_maps and y.ndim == 5:
-                # a convolution's input: spikes per pixel once, for the counts and the synapses reached
-                T, B, H, W, C = y.shape
-                per_pixel = np.count_nonzero(y.reshape(T, B * H * W, C), axis=2)  # (T, B*H*W)
-                self.observe(name, y.shape[1:], per_pixel.sum(axis=1), y)
-                self._book_events(name, per_pixel.reshape(T, B, H * W))
-                return
-            if self.neuron == "if":
-                counts = np.count_nonzero(y.reshape(y.shape[0], -1), axis=1)  # (T,)
-            else:  # a burst of k spikes is k events, a negative spike one
-                events = self.spike_events(name, y)  # (T, ...)
-                counts = events.reshape(y.shape[0], -1).sum(axis=1)  # (T,)
-                self._recent = (self._recent + [(y, self._units[name])])[-4:]  # for product operands
-            self.observe(name, y.shape[1:], counts, y)
-            if name in self.fan_out_maps:
-                self.count_synaptic_events(name, y != 0 if self.neuron == "if" else events)
-        else:
-            self.observe(name, y.shape, None, y)
+        """Keep the outputs of recorded sites; count the spikes of every SNN site.
 
-    def count_synaptic_events(self, name, spikes):
+        One pass over the outputs counts, per step and pixel (all axes but the last, channels, and the
+        step), the spikes: a nonzero output is one for the IF neuron; for signed / burst neurons a
+        burst of k is k and a negative spike one (:meth:`spike_events`). The per-step counts are their
+        sum; at sites with a fan-out map (the CNNs) the same counts give the synapses reached.
+        """
+        if not self.spiking:
+            self.observe(name, y.shape, None, y)
+            return
+        T, C = y.shape[0], y.shape[-1]
+        if self.neuron == "if":
+            per_pixel = np.count_nonzero(y.reshape(T, -1, C), axis=2)  # (T, pixels)
+        else:
+            per_pixel = self.spike_events(name, y).reshape(T, -1, C).sum(axis=2)  # (T, pixels)
+            self._recent = (self._recent + [(y, self._units[name])])[-4:]  # for product operands
+        self.observe(name, y.shape[1:], per_pixel.sum(axis=1), y)
+        if name in self.fan_out_maps:
+            self._book_events(name, per_pixel.reshape(T, y.shape[1], -1))
+
+    def _book_events(self, name, per_pixel):
         """Book the synapses reached by the spikes of site ``name`` at each step, position by position.
 
         Parameters
         ----------
         name : str
             A site with a map in ``fan_out_maps``.
-        spikes : (T, B, H, W, C) or (T, B, F) ndarray
-            Spikes per neuron and step (bool, or a count of spikes for neurons that fire several).
+        per_pixel : (T, B, H*W) int ndarray
+            Spikes at each step, image and position, summed over channels (a linear layer's input is one
+            position: ``(T, B, 1)``).
 
         Notes
         -----
-        .. math:: \\mathrm{events}_t = \\sum_{b, i, j, c} s_t[b, i, j, c]\\, F[i, j]
+        .. math:: \\mathrm{events}_t = \\sum_{b, i, j} s_t[b, i, j]\\, F[i, j]
 
         with F the site's fan-out map (synapses one spike at position (i, j) reaches): exact at the
         borders of a convolution, where a plain count x mean fan-out would only be close.
         """
-        fmap = self.fan_out_maps[name]  # (H, W)
-        if spikes.ndim == 5:
-            T, B, H, W, C = spikes.shape
-            if spikes.dtype == bool:  # count along the contiguous channel axis first: one fast pass
-                per_pixel = np.count_nonzero(spikes.reshape(T, B * H * W, C), axis=2)  # (T, B*H*W)
-            else:
-                per_pixel = spikes.reshape(T, B * H * W, C).sum(axis=2, dtype=np.int64)  # (T, B*H*W)
-            self._book_events(name, per_pixel.reshape(T, B, H * W))
-            return
-        else:
-            events = spikes.reshape(spikes.shape[0], -1).sum(axis=1, dtype=np.int64) * int(fmap.reshape(-1)[0])
-        self.synaptic_events.setdefault(name, []).append(np.asarray(events, dtype=np.int64))
-
-    def _book_events(self, name, per_pixel):
-        """Synapses reached at each step from ``per_pixel`` spike counts ``(T, B, H*W)`` and the site's map."""
         per_position = per_pixel.sum(axis=1, dtype=np.int64)  # (T, H*W)
         # events_t = sum over positions of spikes x fan-out
         events = per_position @ self.fan_out_maps[name].reshape(-1).astype(np.int64)  # (T,)
-        self.synaptic_events.setdefault(name, []).append(np.asarray(events, dtype=np.int64))
+        self.synaptic_events.setdefault(name, []).append(events)
 
     def observe(self, name, shape, counts=None, y=None):
         """Book one call of site ``name``: its output shape, its spike counts, its output if recorded.

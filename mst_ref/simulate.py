@@ -60,7 +60,7 @@ class SNNResult:
         :class:`mst_ref.masking.SpikeMasker` on the readable path).
     synaptic_events_per_step : dict of {str: (T,) int64 ndarray}
         Sites whose spikes were weighed position by position (the CNNs' convolutions) -> synapses
-        reached at each step, whole batch (:meth:`mst_ref.modes.Mode.count_synaptic_events`).
+        reached at each step, whole batch (:meth:`mst_ref.modes.Mode._book_events`).
     neuron : str
         The neuron of every site: "if" (published), "signed", "burst" or "signed-burst".
     max_spikes : int
