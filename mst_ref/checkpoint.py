@@ -437,16 +437,17 @@ def load_checkpoint(path, img_size=None, dtype=np.float32, qcfs_levels=None):
     The ratio p the model was trained with (a model trained with p is run with p) is kept as
     ``model.trained_mask_ratio`` and ``model.config.mask_ratio``.
     """
-    from mst_ref.models.mst import MST      # imported here: the model module does not depend on this one
+    from mst_ref.models.mst import MST      # imported here: the model modules do not depend on this one
     from mst_ref.models.mst_layout import infer_config, state_problems
+    from mst_ref.models.qcfs_cnn import is_cnn_state, rename_legacy_keys
 
-    state, meta = load_state_dict(path)
-    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     if qcfs_levels is not None and not _positive_int(qcfs_levels):
         raise ValueError(f"qcfs_levels must be an integer >= 1 or None; got {qcfs_levels!r}")
-    from mst_ref.models.qcfs_cnn import is_cnn_state, rename_legacy_keys
-    if is_cnn_state(rename_legacy_keys(state)):
-        return _load_cnn(path, state, config, img_size, dtype, qcfs_levels)
+    state, meta = load_state_dict(path)
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    renamed = rename_legacy_keys(state)
+    if is_cnn_state(renamed):
+        return _load_cnn(path, renamed, config, img_size, dtype, qcfs_levels)
     # every problem at once, before a model is built: values (any family), then the MST layout
     problems = validate_state(state)
     try:
@@ -468,16 +469,16 @@ def load_checkpoint(path, img_size=None, dtype=np.float32, qcfs_levels=None):
 
 
 def _load_cnn(path, state, config, img_size, dtype, qcfs_levels):
-    """A :class:`mst_ref.models.qcfs_cnn.QCFSCNN` from an official QCFS state dict (every problem listed)."""
-    from mst_ref.models.qcfs_cnn import QCFSCNN, infer_cnn_config, rename_legacy_keys
+    """A :class:`mst_ref.models.qcfs_cnn.QCFSCNN` from an official QCFS state dict, its legacy names
+    already renamed (every problem listed in one CheckpointError)."""
+    from mst_ref.models.qcfs_cnn import QCFSCNN, cnn_state_problems, infer_cnn_config
 
-    state = rename_legacy_keys(state)
     levels = qcfs_levels or config_qcfs_levels(config, default=8)
-    problems = validate_state(state)
-    try:
+    try:  # the architecture off the shapes, then every key, shape and value it needs (one list)
         arch = infer_cnn_config(state, img_size or config_img_size(config), levels, config)
+        problems = cnn_state_problems(state, arch)
     except ValueError as e:
-        problems.append(str(e))
+        problems = [str(e)]
     if problems:
         _refuse(path, problems)
     model = QCFSCNN(arch, state, dtype)
@@ -509,21 +510,23 @@ def describe_checkpoint(path, img_size=None):
 
     state, meta = load_state_dict(path)
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-    family = "mst"
-    if is_cnn_state(rename_legacy_keys(state)):  # a QCFS ResNet-18 / VGG-16: official names, `thresh`
-        state, family = rename_legacy_keys(state), "qcfs_cnn"
-        infer_config = lambda st, size, levels: infer_cnn_config(st, size, levels, config)  # noqa: E731
-        site_names = cnn_site_names
+    renamed = rename_legacy_keys(state)
+    family = "qcfs_cnn" if is_cnn_state(renamed) else "mst"  # a QCFS ResNet-18 / VGG-16: official names
+    if family == "qcfs_cnn":
+        state = renamed
     suffix = ".up" if family == "mst" else ".thresh"
     thresholds = {k[: -len(suffix)]: float(v.reshape(-1)[0]) for k, v in state.items()
                   if k.endswith(suffix) and v.size == 1 and v.dtype.kind in "biuf"}
     dtypes = dict(collections.Counter(str(v.dtype) for v in state.values()))
     try:
-        arch = infer_config(state, img_size or config_img_size(config),
-                            config_qcfs_levels(config, 16 if family == "mst" else 8))
+        size = img_size or config_img_size(config)
+        if family == "mst":
+            arch = infer_config(state, size, config_qcfs_levels(config))
+        else:
+            arch = infer_cnn_config(state, size, config_qcfs_levels(config, default=8), config)
         architecture = dataclasses.asdict(arch)
         # forward order (the file's order is the state dict's, e.g. v_if before attn_if)
-        order = {name: i for i, name in enumerate(site_names(arch))}
+        order = {name: i for i, name in enumerate(site_names(arch) if family == "mst" else cnn_site_names(arch))}
         thresholds = dict(sorted(thresholds.items(), key=lambda kv: order.get(kv[0], len(order))))
         error = None
     except ValueError as e:

@@ -48,7 +48,7 @@ from ..network import SpikingNetwork
 from ..qcfs import qcfs_clamp_first
 
 __all__ = ["CNNConfig", "QCFSCNN", "ARCHS", "is_cnn_state", "rename_legacy_keys", "infer_cnn_config",
-           "cnn_site_names", "expected_cnn_shapes", "check_cnn_state", "random_cnn_state_dict",
+           "cnn_site_names", "expected_cnn_shapes", "check_cnn_state", "cnn_state_problems", "random_cnn_state_dict",
            "resnet_blocks", "vgg_convs"]
 
 ARCHS = ("resnet18", "vgg16")
@@ -260,7 +260,8 @@ def infer_cnn_config(state, img_size=None, qcfs_levels=8, meta_config=None):
     Raises
     ------
     ValueError
-        Not a ResNet-18 / VGG-16 layout, or shapes that no such network has; every problem listed.
+        Not a ResNet-18 / VGG-16 layout, or shapes from which no such network can be read. The other
+        keys and the values are checked by :func:`cnn_state_problems` (the model's constructor runs it).
     """
     arch = is_cnn_state(state)
     meta = meta_config if isinstance(meta_config, dict) else {}
@@ -300,16 +301,23 @@ def infer_cnn_config(state, img_size=None, qcfs_levels=8, meta_config=None):
     names = meta.get("class_names") or ()
     ratio = meta.get("mask_ratio", 0.0)
     try:
-        config = CNNConfig(img_size=img_size, qcfs_levels=qcfs_levels, width=float(width),
-                           mask_ratio=float(ratio), class_names=tuple(str(n) for n in names), **kwargs)
+        return CNNConfig(img_size=img_size, qcfs_levels=qcfs_levels, width=float(width),
+                         mask_ratio=float(ratio), class_names=tuple(str(n) for n in names), **kwargs)
     except (TypeError, ValueError) as err:
         raise ValueError(f"checkpoint config: {err}") from None
-    check_cnn_state(state, config)
-    return config
 
 
 def check_cnn_state(state, config):
-    """Raise ValueError listing every missing, unexpected, mis-shaped or invalid entry of ``state``."""
+    """Raise ValueError listing every problem of :func:`cnn_state_problems` at once."""
+    problems = cnn_state_problems(state, config)
+    if problems:
+        raise ValueError(f"{config.arch} state dict does not match the architecture ({len(problems)} "
+                         "problem(s)): " + "; ".join(problems[:40]) + (" ..." if len(problems) > 40 else ""))
+
+
+def cnn_state_problems(state, config):
+    """Every missing, unexpected, mis-shaped or invalid entry of ``state`` (non-finite values,
+    thresholds <= 0, negative variances), one line each; [] if none."""
     want = expected_cnn_shapes(config)
     problems = [f"missing {k} {want[k]}" for k in want if k not in state]
     problems += [f"unexpected {k}" for k in state if k not in want]
@@ -328,9 +336,7 @@ def check_cnn_state(state, config):
                 problems.append(f"{k}: threshold {v.reshape(-1)[0]!r} must be > 0")
             elif k.endswith("running_var") and not (v >= 0).all():
                 problems.append(f"{k}: negative variance")
-    if problems:
-        raise ValueError(f"{config.arch} state dict does not match the architecture ({len(problems)} "
-                         "problem(s)): " + "; ".join(problems[:40]) + (" ..." if len(problems) > 40 else ""))
+    return problems
 
 
 def random_cnn_state_dict(config, rng, dtype=np.float32):
