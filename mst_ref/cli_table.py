@@ -22,7 +22,7 @@ import numpy as np
 
 from . import data, plots
 from .cli_common import (Progress, UsageError, at_least, check_output_dir, check_output_file, load_model,
-                         note_compiling, parse_floats, parse_timesteps)
+                         note_compiling, padding_of, parse_floats, parse_timesteps)
 from .rsm_table import RowSpec, measure_ratios, table_rows
 
 SHIPPED = [  # (file, family label, trained ratio, mask sites)
@@ -58,31 +58,34 @@ def add_rsm_table_parser(sub):
 
 def _specs(args):
     """(LoadedModel, RowSpec) of each model to run."""
-    out = []
     if args.checkpoints:
+        out = []
         for path in args.checkpoints.split(","):
             loaded = load_model(path.strip())
-            family = getattr(loaded.model.config, "family", "mst")
-            label = {"mst": "MST"}.get(family) or {"resnet18": "ResNet-18", "vgg16": "VGG-16"}[loaded.model.config.arch]
-            trained = float(getattr(loaded.model, "trained_mask_ratio", 0.0) or 0.0)
-            sites = loaded.config.get("mask_sites", "published") if family == "mst" else "all"
-            out.append((loaded, RowSpec(label, loaded.model, trained, sites, _rescaled(loaded))))
+            model = loaded.model
+            trained = float(getattr(model, "trained_mask_ratio", 0.0) or 0.0)
+            out.append((loaded, RowSpec(family_label(model), model, trained, model.trained_mask_sites,
+                                        model.trained_mask_rescale)))
         return out
+    out = []
     for name, label, trained, sites in SHIPPED:
         loaded = load_model(data.shipped_file(name))
-        out.append((loaded, RowSpec(label, loaded.model, trained, sites, _rescaled(loaded))))
+        out.append((loaded, RowSpec(label, loaded.model, trained, sites, loaded.model.trained_mask_rescale)))
     return out
 
 
-def _rescaled(loaded):
-    """Whether the checkpoint's config says it was trained with rescaled RSM (kept spikes / (1 - p))."""
-    return loaded.config.get("mask_rescale") is True
+def family_label(model):
+    """"MST", "ResNet-18" or "VGG-16"."""
+    if getattr(model.config, "family", "mst") == "mst":
+        return "MST"
+    return {"resnet18": "ResNet-18", "vgg16": "VGG-16"}[model.config.arch]
 
 
-def _batches(loaded, dataset, limit, batch_size):
-    """A callable yielding the model's batches: its padding (config ``pad``), size check, normalisation."""
+def _images(loaded, dataset, limit):
+    """The first ``limit`` uint8 images, zero-padded as the checkpoint's config says (``pad``), checked
+    against the model's input size."""
     cfg = loaded.model.config
-    pad = int(loaded.config.get("pad", 0) or 0)
+    pad = padding_of(loaded)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     images = dataset.images[:n]
     if pad:
@@ -91,6 +94,14 @@ def _batches(loaded, dataset, limit, batch_size):
         raise UsageError(f"the data holds {images.shape[3]}-channel {images.shape[1]} x {images.shape[2]} images "
                          f"(after the checkpoint's padding of {pad}) but a model takes {cfg.in_chans}-channel "
                          f"{cfg.img_size} x {cfg.img_size} inputs: use the dataset the models were trained on")
+    return images
+
+
+def _batches(loaded, dataset, limit, batch_size):
+    """A callable yielding the model's normalised batches (:func:`_images`) and their labels; and n."""
+    cfg = loaded.model.config
+    images = _images(loaded, dataset, limit)
+    n = len(images)
     labels = dataset.labels[:n]
 
     def batches():
@@ -198,8 +209,11 @@ def region_site(model):
     return REGION_SITES[cfg.arch]
 
 
-def spike_density(model, x, step, ratio, seed, sites, rescale=False):
+def spike_density(model, x, step, ratio, seed, sites=None, rescale=None):
     """Per image, the fraction of the site's neurons at each position that spiked at ``step``.
+
+    ``sites`` / ``rescale`` None: masked as the model was trained (its ``trained_mask_sites`` and
+    ``trained_mask_rescale``).
 
     Returns
     -------
@@ -244,15 +258,12 @@ def cmd_rsm_regions(args):
     for path in paths:
         loaded = load_model(str(path).strip())
         model = loaded.model
-        family = getattr(model.config, "family", "mst")
-        sites = loaded.config.get("mask_sites", "paper") if family == "mst" else "all"
         batches, n = _batches(loaded, dataset, args.images, args.images)
         x, y = next(batches())
-        pad = int(loaded.config.get("pad", 0) or 0)
-        raw = dataset.images[:n, :, :, 0]
-        raw = np.pad(raw, ((0, 0), (pad, pad), (pad, pad))) if pad else raw
-        maps = [spike_density(model, x, t, p, args.seed, sites, _rescaled(loaded)) for p in ratios]  # (B, h, w) each
-        name = "MST" if family == "mst" else {"resnet18": "ResNet-18", "vgg16": "VGG-16"}[model.config.arch]
+        raw = _images(loaded, dataset, n)[..., 0]  # (n, H, W) as the model sees them
+        # masked as the model was trained (its sites and scaling)
+        maps = [spike_density(model, x, t, p, args.seed) for p in ratios]  # (B, h, w) each
+        name = family_label(model)
         similarity = [np.mean([map_correlation(maps[0][b], m[b]) for b in range(n)]) for m in maps[1:]]
         lines.append(f"  {name:<10} {region_site(model):<34} " + "  ".join(
             f"p = {p:g}: {c:+.2f}" for p, c in zip(ratios[1:], similarity)))

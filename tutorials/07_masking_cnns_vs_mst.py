@@ -128,7 +128,7 @@ for name, label, trained, sites in MODELS:
     pad = int(config.get("pad", 0))
     images = np.pad(sample.images[:N], ((0, 0), (pad, pad), (pad, pad), (0, 0)))  # CNNs: 28 -> 32 pixels
     x = data.prepare_images(images, model.config.img_size, 1, config["mean"], config["std"])
-    spec = RowSpec(label, model, trained, sites, bool(config.get("mask_rescale", False)))
+    spec = RowSpec(label, model, trained, sites, model.trained_mask_rescale)
     loaded[name] = (model, x, spec, config)
     stats = measure_ratios(spec, lambda: [(x, sample.labels[:N])], T, RATIOS, seeds=1)
     rows += table_rows(spec, stats)
