@@ -36,26 +36,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from reference.qcfs_cnn_torch import CNNConfig, build  # noqa: E402
-from reference.train_fashion import CLASSES, MEAN, STD, load_fashion  # noqa: E402
+from reference.train_fashion import CLASSES, MEAN, STD, augment, load_fashion  # noqa: E402
 
 
 def to_tensor32(x_uint8):
     """(n, 28, 28) uint8 -> (n, 1, 32, 32) float in [0, 1], zero-padded by 2 pixels."""
     x = torch.as_tensor(x_uint8).float().div_(255.0).unsqueeze(1)
     return F.pad(x, (2, 2, 2, 2))
-
-
-def augment(x, gen, pad=4):
-    """Random crop with ``pad``-pixel zero padding and horizontal flip, on raw [0, 1] images."""
-    B, _, H, W = x.shape
-    xp = F.pad(x, (pad, pad, pad, pad))
-    oy = torch.randint(0, 2 * pad + 1, (B,), generator=gen)
-    ox = torch.randint(0, 2 * pad + 1, (B,), generator=gen)
-    rows = (oy[:, None] + torch.arange(H))[:, :, None]
-    cols = (ox[:, None] + torch.arange(W))[:, None, :]
-    out = xp[torch.arange(B)[:, None, None], 0, rows, cols].unsqueeze(1)
-    flip = torch.rand(B, generator=gen) < 0.5
-    return torch.where(flip[:, None, None, None], out.flip(-1), out)
 
 
 @torch.no_grad()
@@ -146,7 +133,7 @@ def main(argv=None):
         tot_loss, sampled = 0.0, 0
         for s in range(steps_per_epoch):
             idx = perm[s * args.batch:(s + 1) * args.batch]
-            xb = (augment(xtr[idx], gen) - MEAN) / STD
+            xb = (augment(xtr[idx], gen, pad=4) - MEAN) / STD
             for g in opt.param_groups:
                 g["lr"] = lr_at(epoch * steps_per_epoch + s)
             loss = F.cross_entropy(model(xb), ytr[idx])

@@ -70,12 +70,12 @@ def normalise(x_uint8, device):
     return x.unsqueeze(1)                                                  # (n, 1, 28, 28) in [0, 1]
 
 
-def augment(x, gen):
-    """Random crop with 2-pixel zero padding and horizontal flip, on raw [0, 1] images."""
+def augment(x, gen, pad=2):
+    """Random crop with ``pad``-pixel zero padding and horizontal flip, on raw [0, 1] images."""
     B, _, H, W = x.shape
-    xp = F.pad(x, (2, 2, 2, 2))
-    oy = torch.randint(0, 5, (B,), device=x.device, generator=gen)
-    ox = torch.randint(0, 5, (B,), device=x.device, generator=gen)
+    xp = F.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (B,), device=x.device, generator=gen)
+    ox = torch.randint(0, 2 * pad + 1, (B,), device=x.device, generator=gen)
     rows = (oy[:, None] + torch.arange(H, device=x.device))[:, :, None]   # (B, H, 1)
     cols = (ox[:, None] + torch.arange(W, device=x.device))[:, None, :]   # (B, 1, W)
     out = xp[torch.arange(B, device=x.device)[:, None, None], 0, rows, cols].unsqueeze(1)
