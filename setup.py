@@ -24,7 +24,7 @@ setup(
     python_requires=">=3.10",
     # The repository's data/ folder (shipped checkpoints, the Fashion-MNIST sample, its licence) is
     # installed inside the package as mst_ref/shipped/, so a wheel, `pip install .` and an editable
-    # install all find it with importlib.resources (mst_ref.data.shipped_file), from any folder.
+    # install all find it with importlib.resources (mst_ref.io.data.shipped_file), from any folder.
     packages=find_packages(include=["mst_ref", "mst_ref.*"]) + ["mst_ref.shipped"],
     package_dir={"mst_ref.shipped": "data"},
     package_data={"mst_ref": ["*.json", "*.txt"],

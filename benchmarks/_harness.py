@@ -51,8 +51,8 @@ def build(name, batch):
     """(MST, images (B, Cin, H, W) float32) of a benchmark model."""
     import numpy as np
 
-    from mst_ref.checkpoint import load_checkpoint
-    from mst_ref.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD
+    from mst_ref.io.checkpoint import load_checkpoint
+    from mst_ref.io.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD
     from mst_ref.models.mst import MST
 
     if name == "shipped":

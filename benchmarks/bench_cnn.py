@@ -44,7 +44,8 @@ def main(argv=None):
 
     import torch
 
-    from mst_ref import data, load_checkpoint
+    from mst_ref import load_checkpoint
+    from mst_ref.io import data
     from mst_ref.models.qcfs_cnn import QCFSCNN
     from mst_ref.threads import limit_threads
     from reference.qcfs_cnn_torch import CNNConfig, build

@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
-from mst_ref.kernels import if_scan
-from mst_ref.neurons import if_neuron, if_neuron_reference
+from mst_ref.core.kernels import if_scan
+from mst_ref.core.neurons import if_neuron, if_neuron_reference
 
 
 def best_time(fn, repeats):

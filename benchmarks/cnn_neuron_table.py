@@ -19,7 +19,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import mst_ref  # noqa: E402
-from mst_ref import data, energy  # noqa: E402
+from mst_ref.io import data  # noqa: E402
+from mst_ref.engine import energy
 
 SHOWN = (1, 2, 4, 8, 16, 32)
 NEURONS = ("if", "signed", "burst", "signed-burst")

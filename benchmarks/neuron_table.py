@@ -9,7 +9,7 @@ Run (one process per compensation and group of neurons; each writes or extends i
 ``measure`` runs every neuron ONCE to T = 32 per batch of 50 images: the prediction at T is the argmax of
 the logits summed over the first T steps (the published read-out), and SOPs / energy at T count the
 spikes and product events of the first T steps (a burst of k spikes is k events, a negative spike one;
-:mod:`mst_ref.modes`), energy = 0.9 pJ x SOPs + 4.6 pJ x analog MACs (:mod:`mst_ref.energy`). The first
+:mod:`mst_ref.engine.modes`), energy = 0.9 pJ x SOPs + 4.6 pJ x analog MACs (:mod:`mst_ref.engine.energy`). The first
 ``--limit`` images of the test split, in file order. ``render`` prints the Markdown table and draws
 accuracy against energy per image, one curve per neuron and compensation.
 """
@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 
 import mst_ref
-from mst_ref import data, energy, plots
+from mst_ref import plots
+from mst_ref.io import data
+from mst_ref.engine import energy
 
 T_MAX = 32
 SHOWN = (1, 2, 4, 8, 16, 32)

@@ -42,7 +42,7 @@ def main():
 
     import numpy as np
 
-    from mst_ref import kernels
+    from mst_ref.core import kernels
     from mst_ref.models import mst_fast
     from mst_ref.threads import limit_threads
 

@@ -24,7 +24,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing mst_ref
 
-from mst_ref.data import FASHION_MNIST_CLASSES, load_dataset  # noqa: E402
+from mst_ref.io.data import FASHION_MNIST_CLASSES, load_dataset  # noqa: E402
 
 
 def main(argv=None):

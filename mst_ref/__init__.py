@@ -20,25 +20,46 @@ Dimension letters, used for shapes in every docstring and comment of the package
 
 A spike train is therefore ``(T, B, N, C)``; the ANN's activations are the same without T.
 
-Public names: :func:`qcfs`, :func:`clip_activation`, :func:`if_neuron`, :class:`IFState`, and (loaded on
-first use) ``MST``, ``MSTConfig`` and ``load_checkpoint``.
+The package, in import order (each layer imports only the layers above it in this list):
+
+    core/       qcfs, the neurons and their Numba kernels
+    nn/         the layers the families share: linear, BN, LayerNorm, conv, windows, attention, merging
+    engine/     the mode (what a site computes), the monitors (what is observed), masking, the time
+                loop, the entry points every family shares, energy accounting
+    models/     the families: MST and the QCFS CNNs (ResNet-18, VGG-16)
+    io/         checkpoints (the restricted pickle reader), datasets
+    analysis/   per-site conversion errors, ratio search, the masking table
+    plots.py    PNG writers (NumPy + Pillow); cli/  the ``mst-ref`` command
+
+``import mst_ref`` loads the core only; the other public names load on first use:
+:func:`qcfs`, :func:`clip_activation`, :func:`if_neuron`, :class:`IFState` (core), ``MST``,
+``MSTConfig``, ``QCFSCNN``, ``CNNConfig`` (models), ``load_checkpoint``, ``load_dataset``,
+``CheckpointError``, ``DataError`` (io), ``Mode`` and the monitors (engine).
 """
 
 import importlib
 
-from .neurons import IFState, if_neuron
-from .qcfs import clip_activation, qcfs
+from .core.neurons import IFState, if_neuron
+from .core.qcfs import clip_activation, qcfs
 
 __version__ = "0.1.0"
 
-__all__ = ["qcfs", "clip_activation", "if_neuron", "IFState"]
+__all__ = ["qcfs", "clip_activation", "if_neuron", "IFState", "MST", "MSTConfig", "QCFSCNN", "CNNConfig",
+           "load_checkpoint", "load_state_dict", "load_dataset", "CheckpointError", "DataError", "Mode"]
 
 # Names imported from their module on first access, so that `import mst_ref` stays light and works
 # whichever of these modules exist.
 _LAZY = {
     "MST": "mst_ref.models.mst",
     "MSTConfig": "mst_ref.models.mst",
-    "load_checkpoint": "mst_ref.checkpoint",
+    "QCFSCNN": "mst_ref.models.qcfs_cnn",
+    "CNNConfig": "mst_ref.models.qcfs_cnn",
+    "load_checkpoint": "mst_ref.io.checkpoint",
+    "load_state_dict": "mst_ref.io.checkpoint",
+    "CheckpointError": "mst_ref.io.safepickle",
+    "load_dataset": "mst_ref.io.data",
+    "DataError": "mst_ref.io.data",
+    "Mode": "mst_ref.engine.modes",
 }
 
 

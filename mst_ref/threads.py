@@ -1,7 +1,7 @@
 """Thread counts of BLAS and of the Numba kernels, set at run time.
 
 mst_ref's time goes to two kinds of work that take turns: BLAS matrix products (OpenBLAS behind NumPy) and
-the fused Numba kernels (:mod:`mst_ref.kernels`). Each library has its own pool of threads. Environment
+the fused Numba kernels (:mod:`mst_ref.core.kernels`). Each library has its own pool of threads. Environment
 variables (``OPENBLAS_NUM_THREADS``, ``NUMBA_NUM_THREADS``) are read once, when the libraries load, so a
 program that has imported NumPy cannot change them that way; ``threadpoolctl`` sets the BLAS library's
 thread count through the library's own API at any time, and :func:`numba.set_num_threads` does the same
@@ -11,7 +11,7 @@ Policy (:func:`limit_threads`): ``threads`` is the number of threads of the Numb
 fast path's matrix products, which :mod:`mst_ref.models.mst_fast` splits by rows over a pool of its own;
 BLAS itself runs one thread (``blas=`` to change it). The reason is spinning: OpenBLAS's workers keep
 spinning for a while after each product, waiting for the next one, and so did Numba's OpenMP workers
-(:mod:`mst_ref.kernels` now makes them sleep). A spinning thread takes a core from the thread doing the
+(:mod:`mst_ref.core.kernels` now makes them sleep). A spinning thread takes a core from the thread doing the
 work: the kernels and the products take turns thousands of times per run, and on a busy machine the
 cores are shared with other processes too. Measured on a two-core machine with other processes running,
 two spinning BLAS threads made the fast path 3x slower than one thread (173 against 453-561

@@ -1,4 +1,4 @@
-"""Tests of mst_ref.analysis and the ``analyze`` command: the compensated SNN converges like 1/T while
+"""Tests of mst_ref.analysis.site_errors and the ``analyze`` command: the compensated SNN converges like 1/T while
 the faithful one plateaus; the per-site table agrees with a direct computation on recorded spikes; affine
 ops commute with the mean over time and softmax, LayerNorm and products do not."""
 
@@ -11,14 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from mst_ref.analysis import commutation_check, commutation_error, op_kind, site_errors
-from mst_ref.attention import softmax
-from mst_ref.checkpoint import save_npz
-from mst_ref.cli_analysis import add_analyze_parser, parse_timesteps
-from mst_ref.layers import batch_norm, bn_params, linear, patch_embed
+from mst_ref.analysis.site_errors import commutation_check, commutation_error, op_kind, site_errors
+from mst_ref.nn.attention import softmax
+from mst_ref.io.checkpoint import save_npz
+from mst_ref.cli.analysis import add_analyze_parser, parse_timesteps
+from mst_ref.nn.layers import batch_norm, bn_params, linear, patch_embed
 from mst_ref.models.mst import MST, MSTConfig
-from mst_ref.qcfs import clip_activation, qcfs
-from mst_ref.windows import relative_position_bias, window_partition
+from mst_ref.core.qcfs import clip_activation, qcfs
+from mst_ref.nn.windows import relative_position_bias, window_partition
 
 # tiny models: 4x4 tokens in 2x2 windows (stage 0 has a shifted block), then 2x2 tokens in one window
 TINY = MSTConfig(img_size=8, patch_size=2, in_chans=1, num_classes=4, embed_dim=8, depths=(2, 1),
@@ -225,7 +225,7 @@ def test_commutation_check_affine_ops_commute_and_the_others_do_not():
 
 
 def test_parse_timesteps():
-    # the grammar every command shares (mst_ref.cli_common.parse_timesteps; tested in test_cli_common.py)
+    # the grammar every command shares (mst_ref.cli.common.parse_timesteps; tested in test_cli_common.py)
     assert parse_timesteps("1,2,4,...,64") == (1, 2, 4, 8, 16, 32, 64)
     assert parse_timesteps("4, 16") == (4, 16)
     for bad in ("...,4", "1,...", "1,...,8", "16,4", "4,4", "1,x", "0,2", ""):

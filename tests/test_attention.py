@@ -1,4 +1,4 @@
-"""Tests of mst_ref.attention: window attention against a loop over windows and heads written from
+"""Tests of mst_ref.nn.attention: window attention against a loop over windows and heads written from
 docs/mst.md section 3, and the SNN's multi-step pass against single steps."""
 
 import numpy as np
@@ -6,10 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mst_ref.attention import softmax, window_attention
-from mst_ref.modes import Mode
-from mst_ref.qcfs import qcfs
-from mst_ref.windows import relative_position_index, shift_attention_mask
+from mst_ref.nn.attention import softmax, window_attention
+from mst_ref.engine.modes import Mode
+from mst_ref.engine.monitors import Recorder
+from mst_ref.core.qcfs import qcfs
+from mst_ref.nn.windows import relative_position_index, shift_attention_mask
 
 SITES = ("q_if", "k_if", "v_if", "attn_if", "attn_v_if", "proj_if")
 
@@ -88,13 +89,14 @@ def test_snn_attention_multi_step_equals_step_by_step(compensation, dtype):
     s = _state(rng, c, nh, ws, dtype)
     mask = shift_attention_mask(4, 2, 1, dtype)
     x = rng.uniform(-0.5, 1.5, (T, 2, 4, ws * ws, c)).astype(dtype)  # (T, B, nW, N, C) input currents
-    multi = Mode(spiking=True, steps=T, compensation=compensation, record=frozenset({"attn.attn_if"}))
+    recorder = Recorder({"attn.attn_if"})
+    multi = Mode(spiking=True, steps=T, compensation=compensation, monitors=[recorder])
     y = window_attention(x, s, "attn", nh, multi, mask)
     single = Mode(spiking=True, steps=1, compensation=compensation)
     y1 = np.concatenate([window_attention(x[t:t + 1], s, "attn", nh, single, mask) for t in range(T)])
     assert y.dtype == dtype
     np.testing.assert_array_equal(y, y1)
     # spikes are 0 or lambda, and something fires
-    spikes = multi.records["attn.attn_if"][0]
+    spikes = recorder.records["attn.attn_if"][0]
     assert set(np.unique(spikes)) <= {0, dtype(s["attn.attn_if.up"][0])}
     assert spikes.any() and y.any()

@@ -1,4 +1,4 @@
-"""Tests for mst_ref.checkpoint / torchzip / safepickle: exact tensors from real torch.save files, no code
+"""Tests for mst_ref.io.checkpoint / torchzip / safepickle: exact tensors from real torch.save files, no code
 ever executed from a file, every damaged file refused with CheckpointError, npz and safetensors round trips.
 
 Committed fixtures (tests/fixtures/ckpt, written by tests/fixtures/make_checkpoint_fixtures.py with real
@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mst_ref.checkpoint import (CheckpointError, config_img_size, config_mask_ratio, describe_checkpoint,
+from mst_ref.io.checkpoint import (CheckpointError, config_img_size, config_mask_ratio, describe_checkpoint,
                                 load_state_dict, save_npz, save_safetensors)
-from mst_ref.cli_checkpoint import cmd_convert, cmd_inspect
-from mst_ref.torchzip import read_torch_checkpoint
+from mst_ref.cli.checkpoint import cmd_convert, cmd_inspect
+from mst_ref.io.torchzip import read_torch_checkpoint
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ckpt"
 MARKER = "MST_REF_PWNED"        # what the committed malicious fixtures create in the current directory
@@ -575,7 +575,7 @@ def test_live_model_logits_from_pth_equal_those_from_npz(tmp_path):
     """The same weights through torch.save (.pth) and save_npz give the same ANN logits, bit for bit."""
     torch = pytest.importorskip("torch")
     model_module = pytest.importorskip("mst_ref.models.mst")
-    from mst_ref.checkpoint import load_checkpoint
+    from mst_ref.io.checkpoint import load_checkpoint
     if not all(hasattr(model_module, n) for n in ("MSTConfig", "random_state_dict", "MST")):
         pytest.skip("mst_ref.models.mst does not provide MSTConfig / random_state_dict yet")
     try:

@@ -1,4 +1,4 @@
-"""The grammar and failure path every mst-ref command shares (mst_ref.cli_common, mst_ref.cli.main).
+"""The grammar and failure path every mst-ref command shares (mst_ref.cli.common, mst_ref.cli.main).
 
 A user never sees a traceback: expected failures are one line ``mst-ref CMD: error: ...`` and exit
 status 2, checked before any work starts where they can be; anything unexpected is one line saying it
@@ -10,10 +10,11 @@ import io
 import numpy as np
 import pytest
 
-from mst_ref import cli, cli_common
-from mst_ref.checkpoint import save_npz
-from mst_ref.cli_common import UsageError, parse_floats, parse_timesteps
-from mst_ref.data import sample_path, shipped_file
+from mst_ref import cli
+from mst_ref.cli import common as cli_common
+from mst_ref.io.checkpoint import save_npz
+from mst_ref.cli.common import UsageError, parse_floats, parse_timesteps
+from mst_ref.io.data import sample_path, shipped_file
 from mst_ref.models.mst_layout import MSTConfig, random_state_dict
 
 TINY = MSTConfig(img_size=8, patch_size=2, in_chans=1, num_classes=3, embed_dim=8, depths=(2,), num_heads=(2,),

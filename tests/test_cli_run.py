@@ -1,4 +1,4 @@
-"""Tests for mst_ref.cli_run: ``demo`` writes its pictures, ``eval`` reports per-T accuracy as JSON."""
+"""Tests for mst_ref.cli.run: ``demo`` writes its pictures, ``eval`` reports per-T accuracy as JSON."""
 
 import argparse
 import gzip
@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mst_ref import cli_common, cli_run
-from mst_ref.checkpoint import save_npz
-from mst_ref.data import sample_path
+from mst_ref.cli import common as cli_common
+from mst_ref.cli import run as cli_run
+from mst_ref.io.checkpoint import save_npz
+from mst_ref.io.data import sample_path
 from mst_ref.models.mst_layout import MSTConfig, random_state_dict
 
 # a tiny 3-channel model: 8x8 images, patch 2 -> 4x4 tokens, window 2, one stage of two blocks

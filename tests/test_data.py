@@ -1,4 +1,4 @@
-"""Tests for mst_ref.data: every on-disk format round-trips, bad files fail loudly, inputs are exact."""
+"""Tests for mst_ref.io.data: every on-disk format round-trips, bad files fail loudly, inputs are exact."""
 
 import builtins
 import gzip
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
-from mst_ref import data
-from mst_ref.data import (FASHION_MNIST_CLASSES, folder_labels, FASHION_MNIST_MEAN, FASHION_MNIST_STD, DataError, Dataset,
+from mst_ref.io import data
+from mst_ref.io.data import (FASHION_MNIST_CLASSES, folder_labels, FASHION_MNIST_MEAN, FASHION_MNIST_STD, DataError, Dataset,
                           iterate_batches, load_dataset, load_idx, prepare_images, sample_path, shipped_file)
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -443,5 +443,5 @@ def test_without_class_names_integers_are_labels_and_names_fall_back_to_sorted_o
 
 @pytest.mark.parametrize("name", ["mst_fashion.pth", "mst_fashion_rsm75.pth"])
 def test_shipped_checkpoints_record_their_class_names(name):
-    from mst_ref.checkpoint import load_state_dict
+    from mst_ref.io.checkpoint import load_state_dict
     assert load_state_dict(shipped_file(name))[1]["config"]["class_names"] == FASHION_MNIST_CLASSES

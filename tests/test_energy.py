@@ -1,18 +1,18 @@
-"""Tests of mst_ref.energy (SOPs, MACs, energy), the product counter, ratio_search and cli_energy."""
+"""Tests of mst_ref.engine.energy (SOPs, MACs, energy), the product counter, ratio_search and cli_energy."""
 
 import argparse
 
 import numpy as np
 import pytest
 
-from mst_ref import energy
-from mst_ref.checkpoint import save_npz
-from mst_ref.cli_energy import add_energy_parser, add_mask_sweep_parser
-from mst_ref.data import prepare_images
+from mst_ref.engine import energy
+from mst_ref.io.checkpoint import save_npz
+from mst_ref.cli.energy import add_energy_parser, add_mask_sweep_parser
+from mst_ref.io.data import prepare_images
 from mst_ref.models.mst import MST, MSTConfig
-from mst_ref.modes import nonzero_pairs
-from mst_ref.ratio_search import evaluate_ratios, search_block_ratios
-from mst_ref.simulate import SNNResult
+from mst_ref.engine.monitors import nonzero_pairs
+from mst_ref.analysis.ratio_search import evaluate_ratios, search_block_ratios
+from mst_ref.engine.simulate import SNNResult
 
 # one block, one 2 x 2 window of 4 tokens, 4 channels in 2 heads
 TINY = MSTConfig(img_size=4, patch_size=2, in_chans=1, num_classes=3, embed_dim=4, depths=(1,),

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from mst_ref import kernels
-from mst_ref.attention import softmax_tables, window_attention_scan_reference
+from mst_ref.core import kernels
+from mst_ref.nn.attention import softmax_tables, window_attention_scan_reference
 from mst_ref.models.mst import MST, MSTConfig
-from mst_ref.neurons import if_neuron, site_scan_reference
-from mst_ref.windows import cyclic_shift, relative_position_index, shift_attention_mask, window_order
-from mst_ref.windows import relative_position_bias, window_partition
+from mst_ref.core.neurons import if_neuron, site_scan_reference
+from mst_ref.nn.windows import cyclic_shift, relative_position_index, shift_attention_mask, window_order
+from mst_ref.nn.windows import relative_position_bias, window_partition
 
 SETTINGS = settings(max_examples=30, deadline=None)
 

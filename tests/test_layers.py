@@ -1,10 +1,10 @@
-"""Tests of mst_ref.layers: each layer against its defining formula, and leading-axis broadcasting."""
+"""Tests of mst_ref.nn.layers: each layer against its defining formula, and leading-axis broadcasting."""
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mst_ref.layers import batch_norm, bn_params, head, layer_norm, linear, patch_embed
+from mst_ref.nn.layers import batch_norm, bn_params, head, layer_norm, linear, patch_embed
 
 SETTINGS = settings(max_examples=30, deadline=None)
 

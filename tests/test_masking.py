@@ -1,11 +1,11 @@
-"""Tests of mst_ref.masking (RSM): the mask itself, ratio specs, and masking inside a model run."""
+"""Tests of mst_ref.engine.masking (RSM): the mask itself, ratio specs, and masking inside a model run."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mst_ref.masking import SpikeMasker, rsm, site_ratios
+from mst_ref.engine.masking import SpikeMasker, rsm, site_ratios
 from mst_ref.models.mst import MST, MSTConfig
 
 CFG = MSTConfig(img_size=8, patch_size=2, in_chans=1, num_classes=3, embed_dim=8, depths=(2, 1),

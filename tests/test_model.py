@@ -6,11 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mst_ref.attention import softmax
-from mst_ref.layers import layer_norm
+from mst_ref.nn.attention import softmax
+from mst_ref.nn.layers import layer_norm
 from mst_ref.models.mst_layout import expected_shapes, random_state_dict
 from mst_ref.models.mst import MST, MSTConfig
-from mst_ref.modes import Carry, Mode, expectation_op, expectation_product
+from mst_ref.engine.modes import Carry, Mode, expectation_op, expectation_product
+from mst_ref.engine.monitors import SpikeCounter
 
 # a small two-stage model with shifted windows in stage 0 (img 16 / patch 2 = 8x8 tokens, window 4)
 CFG = MSTConfig(img_size=16, patch_size=2, in_chans=3, num_classes=5, embed_dim=8, depths=(2, 2),
@@ -165,9 +166,9 @@ def test_run_continues_where_it_stopped(model, images):
 
 
 def test_sites_run_in_site_names_order_and_records_are_site_outputs(model, images):
-    mode = Mode(spiking=True, steps=3)
-    model.forward(images, mode)
-    assert list(mode.site_shapes) == model.site_names
+    counter = SpikeCounter()
+    model.forward(images, Mode(spiking=True, steps=3, monitors=[counter]))
+    assert list(counter.site_shapes) == model.site_names
     r = model.snn_forward(images, 5, record=["layers.0.blocks.1.attn.*", "patch_embed.proj_if"])
     assert sorted(r.records) == sorted(["patch_embed.proj_if"] + [f"layers.0.blocks.1.attn.{s}" for s in
                                         ("q_if", "k_if", "attn_if", "v_if", "attn_v_if", "proj_if")])

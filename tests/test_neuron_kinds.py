@@ -1,5 +1,5 @@
 """Neurons for fewer time steps (signed, burst, signed-burst): hand-checked recurrences, the properties
-proved in :func:`mst_ref.neurons.multilevel_neuron_reference`, the Numba kernel against its NumPy twin,
+proved in :func:`mst_ref.core.neurons.multilevel_neuron_reference`, the Numba kernel against its NumPy twin,
 and the neurons inside a model (state, chunking, records, RSM, honest spike and pair counts).
 
 The kernel tests are marked ``kernels``: CI runs them again with NUMBA_DISABLE_JIT=1.
@@ -13,10 +13,11 @@ from hypothesis.extra import numpy as hnp
 
 from mst_ref.models import mst_fast
 from mst_ref.models.mst import MST, MSTConfig
-from mst_ref.modes import Mode, event_pairs, nonzero_pairs
-from mst_ref.neurons import (burst_neuron, multilevel_neuron, multilevel_neuron_reference, neuron_kind,
+from mst_ref.engine.modes import Mode
+from mst_ref.engine.monitors import event_pairs, nonzero_pairs
+from mst_ref.core.neurons import (burst_neuron, multilevel_neuron, multilevel_neuron_reference, neuron_kind,
                              signed_burst_neuron, signed_neuron)
-from mst_ref.qcfs import qcfs, qcfs_clamp_first
+from mst_ref.core.qcfs import qcfs, qcfs_clamp_first
 
 SETTINGS = settings(max_examples=25, deadline=None)  # kept small: CI reruns these without JIT
 DTYPES = [np.float32, np.float64]
@@ -318,7 +319,8 @@ def test_membrane_probe_is_for_the_if_neuron_only(model, images):
 def _cli(*argv):
     import argparse
 
-    from mst_ref import cli_energy, cli_run
+    from mst_ref.cli import energy as cli_energy
+    from mst_ref.cli import run as cli_run
     parser = argparse.ArgumentParser(prog="mst-ref")
     sub = parser.add_subparsers(dest="command", required=True)
     cli_run.add_eval_parser(sub)
@@ -330,7 +332,7 @@ def _cli(*argv):
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    from mst_ref.checkpoint import save_npz
+    from mst_ref.io.checkpoint import save_npz
     from mst_ref.models.mst_layout import random_state_dict
     path = tmp_path_factory.mktemp("tiny") / "tiny.npz"
     save_npz(path, random_state_dict(CFG, np.random.default_rng(0)), {"img_size": 16, "qcfs_levels": 4})
@@ -367,7 +369,7 @@ def test_energy_and_mask_sweep_name_the_neuron(tiny_checkpoint, tiny_data, capsy
 
 
 def test_burst_max_without_a_burst_neuron_is_a_usage_error(tiny_checkpoint, tiny_data):
-    from mst_ref.cli_common import UsageError
+    from mst_ref.cli.common import UsageError
     with pytest.raises(UsageError, match="--burst-max applies to --neuron burst or signed-burst"):
         _cli("eval", tiny_checkpoint, "--data", tiny_data, "--neuron", "signed", "--burst-max", "2")
     with pytest.raises(UsageError, match="--burst-max must be >= 1"):

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from mst_ref import IFState, if_neuron, qcfs
-from mst_ref.kernels import if_scan
-from mst_ref.neurons import if_neuron_reference, spike_counts
+from mst_ref.core.kernels import if_scan
+from mst_ref.core.neurons import if_neuron_reference, spike_counts
 
 pytestmark = pytest.mark.kernels
 

@@ -20,12 +20,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mst_ref
-from mst_ref import energy
-from mst_ref.conv import avg_pool2, conv2d, conv_fan_out_map, flatten_chw
+from mst_ref.engine import energy
+from mst_ref.models import cnn_energy
+from mst_ref.nn.conv import avg_pool2, conv2d, conv_fan_out_map, flatten_chw
 from mst_ref.models.mst import MST, MSTConfig
 from mst_ref.models.qcfs_cnn import (CNNConfig, QCFSCNN, cnn_site_names, expected_cnn_shapes,
                                      infer_cnn_config, random_cnn_state_dict)
-from mst_ref.qcfs import qcfs, qcfs_clamp_first
+from mst_ref.core.qcfs import qcfs, qcfs_clamp_first
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = sorted((HERE / "fixtures" / "golden_cnn").glob("*.npz"))
@@ -218,7 +219,7 @@ def test_sops_are_spikes_times_the_exact_fan_out_map():
     model = QCFSCNN.random(TINY_RES, np.random.default_rng(4))
     x = np.random.default_rng(5).standard_normal((2, 1, 16, 16))
     res = model.snn_forward(x, 6, record="all")
-    maps = energy.site_neurons(model.config), model.config.energy_table().fan_out_maps(model.config)
+    maps = energy.site_neurons(model.config), cnn_energy.fan_out_maps(model.config)
     for name in model.site_names:
         spikes = res.records[name] != 0  # (T, B, H, W, C)
         want = int((spikes.sum(axis=(0, 1, 4)) * maps[1][name]).sum())
@@ -304,7 +305,7 @@ def test_bad_state_dicts_list_every_problem():
        rate=st.sampled_from([0.0, 0.2, 1.0]))
 @settings(max_examples=25, deadline=None)
 def test_event_driven_conv_kernel_equals_its_numpy_twin_bit_for_bit(seed, stride, kernel, rate):
-    from mst_ref.conv import conv2d_events, conv2d_events_reference
+    from mst_ref.nn.conv import conv2d_events, conv2d_events_reference
 
     rng = np.random.default_rng(seed)
     for dtype in (np.float32, np.float64):
@@ -333,7 +334,7 @@ def test_fast_and_readable_snn_paths_agree():
 @pytest.fixture(scope="module")
 def tiny_cnn_checkpoint(tmp_path_factory):
     """A random 1-channel ResNet-18 (width 1/16) for 32-px inputs, recorded as trained on 28-px images padded by 2."""
-    from mst_ref.checkpoint import save_npz
+    from mst_ref.io.checkpoint import save_npz
 
     cfg = CNNConfig.official("resnet18", in_chans=1, img_size=32, num_classes=10, width=1 / 16)
     path = tmp_path_factory.mktemp("cnn") / "tiny_resnet.npz"
@@ -344,7 +345,7 @@ def tiny_cnn_checkpoint(tmp_path_factory):
 
 def test_cli_inspect_eval_and_energy_on_a_cnn_checkpoint(tiny_cnn_checkpoint, capsys, tmp_path):
     from mst_ref.cli import main
-    from mst_ref.data import sample_path
+    from mst_ref.io.data import sample_path
 
     assert main(["inspect", str(tiny_cnn_checkpoint)]) == 0
     out = capsys.readouterr().out
@@ -361,7 +362,7 @@ def test_cli_inspect_eval_and_energy_on_a_cnn_checkpoint(tiny_cnn_checkpoint, ca
 
 def test_cli_rsm_table_and_regions(tiny_cnn_checkpoint, capsys, tmp_path):
     from mst_ref.cli import main
-    from mst_ref.data import sample_path, shipped_file
+    from mst_ref.io.data import sample_path, shipped_file
 
     ckpts = f"{shipped_file('mst_fashion.pth')},{tiny_cnn_checkpoint}"
     assert main(["rsm-table", "--data", str(sample_path()), "--checkpoints", ckpts, "--limit", "4", "--timesteps", "2",
@@ -385,8 +386,8 @@ def test_cli_rsm_table_and_regions(tiny_cnn_checkpoint, capsys, tmp_path):
 
 @pytest.mark.kernels
 def test_event_kernel_with_batch_norm_rounds_as_conv_then_batch_norm():
-    from mst_ref.conv import conv2d_events, conv2d_events_reference
-    from mst_ref.layers import batch_norm, bn_affine
+    from mst_ref.nn.conv import conv2d_events, conv2d_events_reference
+    from mst_ref.nn.layers import batch_norm, bn_affine
 
     rng = np.random.default_rng(5)
     for dtype in (np.float32, np.float64):

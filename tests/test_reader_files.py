@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mst_ref.checkpoint import save_npz
+from mst_ref.io.checkpoint import save_npz
 from mst_ref.models.mst_layout import MSTConfig, random_state_dict
 from test_checkpoint import Op, weights_file, write_torch_zip
 
@@ -247,8 +247,8 @@ CHILD = r"""
 import contextlib, gc, io, json, os, resource, sys, time
 from argparse import Namespace
 resource.setrlimit(resource.RLIMIT_AS, (8 * 2**30, 8 * 2**30))     # a bomb fails here, not the machine
-from mst_ref.checkpoint import CheckpointError, describe_checkpoint, load_checkpoint, load_state_dict
-from mst_ref.cli_checkpoint import cmd_convert, cmd_inspect
+from mst_ref.io.checkpoint import CheckpointError, describe_checkpoint, load_checkpoint, load_state_dict
+from mst_ref.cli.checkpoint import cmd_convert, cmd_inspect
 
 def status(field):              # kB; VmHWM is the peak resident size, reset by writing 5 to clear_refs
     with open("/proc/self/status") as f:

@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from mst_ref.checkpoint import CheckpointError, load_state_dict
+from mst_ref.io.checkpoint import CheckpointError, load_state_dict
 from test_checkpoint import Op, write_torch_zip
 from test_reader_files import deflate, raw_zip
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mst_ref.checkpoint import (CheckpointError, describe_checkpoint, load_checkpoint, load_state_dict, save_npz,
+from mst_ref.io.checkpoint import (CheckpointError, describe_checkpoint, load_checkpoint, load_state_dict, save_npz,
                                 save_safetensors, validate_state)
-from mst_ref.cli_checkpoint import cmd_convert, cmd_inspect
-from mst_ref.torchzip import read_torch_checkpoint
+from mst_ref.cli.checkpoint import cmd_convert, cmd_inspect
+from mst_ref.io.torchzip import read_torch_checkpoint
 from test_checkpoint import Op, weights_file, write_torch_zip
 from test_reader_files import mst_state
 

@@ -9,11 +9,11 @@ step t exactly when its recorded membrane potential reaches lambda.
 import numpy as np
 import pytest
 
-from mst_ref.attention import softmax
+from mst_ref.nn.attention import softmax
 from mst_ref.models.mst import MST
 from mst_ref.models.mst_layout import MSTConfig
-from mst_ref.neurons import if_neuron_reference
-from mst_ref.windows import relative_position_bias
+from mst_ref.core.neurons import if_neuron_reference
+from mst_ref.nn.windows import relative_position_bias
 
 CFG = MSTConfig(img_size=8, patch_size=2, in_chans=3, num_classes=3, embed_dim=8, depths=(2,), num_heads=(2,),
                 window_size=2, qcfs_levels=4)
@@ -53,7 +53,7 @@ def test_snn_records_attention_probabilities_and_membranes(model, images):
 
 
 def test_membrane_is_the_if_recurrence_by_hand():
-    from mst_ref.modes import membrane_before_reset
+    from mst_ref.engine.modes import membrane_before_reset
     x = np.array([[0.4], [0.4], [0.4], [-0.2]], np.float64)  # (T, 1), lambda = 1, pre-charge 0.5
     out = if_neuron_reference(x, 1.0)
     v = membrane_before_reset(x, out, np.full(1, 0.5))

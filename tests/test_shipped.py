@@ -13,8 +13,8 @@ asserted exactly; they are the numbers the README quotes.
 import numpy as np
 import pytest
 
-from mst_ref.checkpoint import load_checkpoint, load_state_dict
-from mst_ref.data import iterate_batches, load_dataset, prepare_images, sample_path, shipped_file
+from mst_ref.io.checkpoint import load_checkpoint, load_state_dict
+from mst_ref.io.data import iterate_batches, load_dataset, prepare_images, sample_path, shipped_file
 
 FASHION = {"mean": [0.286], "std": [0.353]}  # the shipped checkpoints' config says so (checked below)
 SHIPPED = {  # file: (trained p, ANN correct of 1000, SNN images, {T: SNN correct})

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mst_ref.stack import LinearIF, random_stack, run_stack_ann, run_stack_multistep, run_stack_stepwise
+from mst_ref.engine.stack import LinearIF, random_stack, run_stack_ann, run_stack_multistep, run_stack_stepwise
 
 SETTINGS = settings(max_examples=50, deadline=None)
 

@@ -91,7 +91,7 @@ def test_fast_path_gives_the_same_logits_on_any_thread_count(split, monkeypatch)
 
 
 def test_every_long_command_has_the_threads_option():
-    from mst_ref import cli
+    from mst_ref.cli import app as cli
 
     parser = cli._build_parser()
     sub = next(a for a in parser._actions if isinstance(getattr(a, "choices", None), dict))
@@ -105,7 +105,7 @@ def test_every_long_command_has_the_threads_option():
 def test_threads_option_runs_the_command_inside_the_limit(argv, want, monkeypatch):
     import argparse
 
-    from mst_ref import cli
+    from mst_ref.cli import app as cli
 
     monkeypatch.delenv("MST_REF_THREADS", raising=False)
     monkeypatch.setattr(cli, "LONG_COMMANDS", ("run",))

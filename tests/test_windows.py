@@ -1,10 +1,10 @@
-"""Tests of mst_ref.windows: identities, and Swin's constructions on hand-checked cases."""
+"""Tests of mst_ref.nn.windows: identities, and Swin's constructions on hand-checked cases."""
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mst_ref.windows import (cyclic_shift, relative_position_bias, relative_position_index,
+from mst_ref.nn.windows import (cyclic_shift, relative_position_bias, relative_position_index,
                              shift_attention_mask, window_partition, window_reverse)
 
 SETTINGS = settings(max_examples=30, deadline=None)

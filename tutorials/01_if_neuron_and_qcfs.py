@@ -34,8 +34,8 @@ import numpy as np
 
 import mst_ref  # installed by `pip install -e .` (README); tutorials never patch the path
 from mst_ref import plots
-from mst_ref.neurons import if_neuron, if_neuron_reference, spike_counts
-from mst_ref.qcfs import clip_activation, qcfs
+from mst_ref.core.neurons import if_neuron, if_neuron_reference, spike_counts
+from mst_ref.core.qcfs import clip_activation, qcfs
 
 np.set_printoptions(precision=4, suppress=True, linewidth=110, threshold=5000)
 OUT = Path(os.environ.get("MST_TUTORIAL_OUT", "tutorial_out"))

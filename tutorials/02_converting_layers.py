@@ -35,13 +35,13 @@ import numpy as np
 
 import mst_ref  # noqa: F401  (installed by `pip install -e .`, README; tutorials never patch the path)
 from mst_ref import plots
-from mst_ref.layers import batch_norm, layer_norm, linear, patch_embed
-from mst_ref.merging import merge_tokens, patch_merging
+from mst_ref.nn.layers import batch_norm, layer_norm, linear, patch_embed
+from mst_ref.nn.merging import merge_tokens, patch_merging
 from mst_ref.models.mst import MST, MSTConfig
-from mst_ref.modes import Mode
-from mst_ref.neurons import if_neuron, spike_counts
-from mst_ref.qcfs import clip_activation, qcfs
-from mst_ref.stack import random_stack, run_stack_ann, run_stack_multistep, run_stack_stepwise
+from mst_ref.engine.modes import Mode
+from mst_ref.core.neurons import if_neuron, spike_counts
+from mst_ref.core.qcfs import clip_activation, qcfs
+from mst_ref.engine.stack import random_stack, run_stack_ann, run_stack_multistep, run_stack_stepwise
 
 np.set_printoptions(precision=4, suppress=True, linewidth=110, threshold=5000)
 OUT = Path(os.environ.get("MST_TUTORIAL_OUT", "tutorial_out"))
@@ -77,7 +77,7 @@ print("z_t = W h_t + b (T x 2):\n", z)
 print("mean over t of z_t :", z.mean(axis=0))
 print("W (mean h) + b     :", W @ h.mean(axis=0) + b)
 err = np.abs(z - linear(h, W, b)).max()
-print(f"max |by hand - mst_ref.layers.linear| = {err}")
+print(f"max |by hand - mst_ref.nn.layers.linear| = {err}")
 assert err == 0.0
 gap = np.abs(z.mean(axis=0) - (W @ h.mean(axis=0) + b)).max()
 print(f"max |mean_t f(h_t) - f(mean h)| = {gap:.1e} (rounding only)")
@@ -101,7 +101,7 @@ mu, var = np.array([0.4, -0.1]), np.array([0.8, 1.5])  # (2,) running statistics
 bn_hand = (z - mu) / np.sqrt(var + 1e-5) * gamma + beta  # (T, 2)
 bn_lib = batch_norm(z, gamma, beta, mu, var)  # (T, 2)
 print("BN(z_t) by hand (T x 2):\n", bn_hand)
-print(f"max |by hand - mst_ref.layers.batch_norm| = {np.abs(bn_hand - bn_lib).max():.1e}")
+print(f"max |by hand - mst_ref.nn.layers.batch_norm| = {np.abs(bn_hand - bn_lib).max():.1e}")
 assert np.allclose(bn_hand, bn_lib, rtol=0, atol=1e-14)
 bn_gap = np.abs(bn_lib.mean(axis=0) - batch_norm(z.mean(axis=0), gamma, beta, mu, var)).max()
 print(f"BatchNorm: max |mean_t BN(z_t) - BN(mean z)| = {bn_gap:.1e}")
@@ -142,7 +142,7 @@ print("image:\n", img[0, 0])
 print("tokens by hand (N x C, patches in row-major order):\n", tokens_hand[0])
 tokens_lib = patch_embed(img, Wp, bp)  # (B, N, C)
 err = np.abs(tokens_hand - tokens_lib).max()
-print(f"max |by hand - mst_ref.layers.patch_embed| = {err:.1e}")
+print(f"max |by hand - mst_ref.nn.layers.patch_embed| = {err:.1e}")
 assert err < 1e-14
 
 # %% [markdown]
@@ -179,7 +179,7 @@ merged_hand = np.concatenate([g[:, 0::2, 0::2], g[:, 1::2, 0::2], g[:, 0::2, 1::
 print("token grid (labels 10*row + col):\n", grid)
 print("merged tokens by hand (4 tokens x 4C):\n", merged_hand[0])
 assert np.array_equal(merged_hand, merge_tokens(x_tok, 4))
-print("equal to mst_ref.merging.merge_tokens: max difference",
+print("equal to mst_ref.nn.merging.merge_tokens: max difference",
       np.abs(merged_hand - merge_tokens(x_tok, 4)).max())
 
 # %% [markdown]
@@ -213,7 +213,7 @@ out_hand = if_neuron(current, 0.6)  # (T, B, 4, 2C)
 out_lib = patch_merging(spikes_in, state, "toy", 4, Mode(spiking=True, steps=T))  # (T, B, 4, 2C)
 print("output spike counts over T = 6 (4 tokens x 2C):\n", spike_counts(out_lib)[0])
 err = np.abs(out_hand - out_lib).max()
-print(f"max |by hand - mst_ref.merging.patch_merging| = {err}")
+print(f"max |by hand - mst_ref.nn.merging.patch_merging| = {err}")
 assert err == 0.0
 gap = np.abs(current.mean(axis=0) - merging_pre_site(spikes_in.mean(axis=0))).max()
 print(f"max |mean_t pre-site(x_t) - pre-site(mean x)| = {gap:.1e}: merging commutes with the time average")
@@ -322,7 +322,7 @@ for k, layer in enumerate(layers, start=1):
     h_ann = clip_activation(layer.linear(h_ann), lam)  # (B, C_k) the clip-ANN
     mean_t = np.cumsum(h, axis=0) / np.arange(1, T_max + 1)[:, None, None]  # (T, B, C_k) mean after t steps
     errors[f"layer {k}"] = np.array([np.abs(mean_t[t - 1] - h_ann).max() for t in Ts])  # (11,)
-assert np.array_equal(h_ann, run_stack_ann(layers, x, activation="clip"))  # the same ANN as mst_ref.stack
+assert np.array_equal(h_ann, run_stack_ann(layers, x, activation="clip"))  # the same ANN as mst_ref.engine.stack
 assert np.array_equal(h[:16], run_stack_multistep(layers, np.broadcast_to(x, (16, *x.shape))))
 bound = lam / (2 * Ts)  # (11,)
 print("max |SNN mean output - clip ANN| per layer, and the same times 2T / lambda (in units of the bound)")

@@ -17,7 +17,7 @@
 # that costs:
 #
 # 1. Swin's windows on a toy grid (Ws = 2);
-# 2. window attention in the ANN, by hand, checked against `mst_ref.attention.window_attention`;
+# 2. window attention in the ANN, by hand, checked against `mst_ref.nn.attention.window_attention`;
 # 3. the same window in the SNN: spike trains, spike x spike products and a softmax per step;
 # 4. why the mean of per-step softmaxes is not the softmax of the mean (and the same for products);
 # 5. the fix beyond the published code, "expectation compensation", by hand and in mst_ref;
@@ -35,14 +35,15 @@ from pathlib import Path
 import numpy as np
 
 import mst_ref  # noqa: F401  (installed by `pip install -e .`, README; tutorials never patch the path)
-from mst_ref import data, plots
-from mst_ref.attention import softmax, window_attention
-from mst_ref.checkpoint import load_checkpoint
+from mst_ref import plots
+from mst_ref.io import data
+from mst_ref.nn.attention import softmax, window_attention
+from mst_ref.io.checkpoint import load_checkpoint
 from mst_ref.models.mst import MST, MSTConfig
-from mst_ref.modes import Carry, Mode, expectation_op, expectation_product
-from mst_ref.neurons import if_neuron
-from mst_ref.qcfs import qcfs
-from mst_ref.windows import relative_position_bias, relative_position_index, window_partition
+from mst_ref.engine.modes import Carry, Mode, expectation_op, expectation_product
+from mst_ref.core.neurons import if_neuron
+from mst_ref.core.qcfs import qcfs
+from mst_ref.nn.windows import relative_position_bias, relative_position_index, window_partition
 
 np.set_printoptions(precision=4, suppress=True, linewidth=110, threshold=5000)
 OUT = Path(os.environ.get("MST_TUTORIAL_OUT", "tutorial_out"))
@@ -62,7 +63,7 @@ windows_hand = grid.reshape(2, Ws, 2, Ws, 1).swapaxes(1, 2).reshape(4, Ws * Ws, 
 print("token grid:\n", grid[..., 0])
 print("windows (one row per window, tokens in row-major order):\n", windows_hand[..., 0])
 assert np.array_equal(windows_hand, window_partition(grid, Ws))
-print("equal to mst_ref.windows.window_partition")
+print("equal to mst_ref.nn.windows.window_partition")
 
 # %% [markdown]
 # Inside a window, attention adds a learned bias that depends only on the *relative* position of
@@ -128,7 +129,7 @@ for name, arr in (("x", x_ann), ("Q(q)", qs), ("Q(k)", ks), ("a = Q(q k^T / sqrt
     print(f"{name}  {arr.shape}:\n{arr}")
 out_ann_lib = window_attention(x_ann[None, None], state, "toy", nH, Mode(levels=L))[0, 0]  # (N, C)
 err = np.abs(out_ann_hand - out_ann_lib).max()
-print(f"max |by hand - mst_ref.attention.window_attention| = {err}")
+print(f"max |by hand - mst_ref.nn.attention.window_attention| = {err}")
 assert err == 0.0
 
 # %% [markdown]
@@ -169,7 +170,7 @@ print("output spikes (T, N, C):\n", out_snn_hand)
 assert np.allclose(scores, both * lam["q_if"] * lam["k_if"] * hd**-0.5, rtol=0, atol=1e-15)  # AND + count
 out_snn_lib = window_attention(x_snn[:, None, None], state, "toy", nH, Mode(spiking=True, steps=T))[:, 0, 0]
 err = np.abs(out_snn_hand - out_snn_lib).max()
-print(f"max |by hand - mst_ref.attention.window_attention (SNN mode)| = {err}")
+print(f"max |by hand - mst_ref.nn.attention.window_attention (SNN mode)| = {err}")
 assert err == 0.0
 
 # %% [markdown]
@@ -228,7 +229,7 @@ for T_demo in (2, 2000):
 # whose mean is (mean a)(mean b). The time average now goes through softmax and products exactly as
 # it goes through a linear layer, so the whole SNN converges to the ANN with QCFS replaced by
 # clip(x, 0, lambda). The cost: running sums to keep, and outputs that are no longer spikes. Three
-# lines each, by hand, then against `mst_ref.modes`:
+# lines each, by hand, then against `mst_ref.engine.modes`:
 
 
 # %%
@@ -250,7 +251,7 @@ print("compensated softmax outputs y_t, head 0 (T, N, N):\n", y_soft[:, 0])
 print("their mean over t, head 0:\n", y_soft.mean(axis=0)[0])
 err_op = np.abs(y_soft - expectation_op(softmax, a_snn + bias, Carry())[0]).max()
 err_prod = np.abs(y_prod - expectation_product(qs, ks.swapaxes(-1, -2), Carry())[0]).max()
-print(f"max |by hand - mst_ref.modes.expectation_op| = {err_op:.1e}, "
+print(f"max |by hand - mst_ref.engine.modes.expectation_op| = {err_op:.1e}, "
       f"max |by hand - expectation_product| = {err_prod:.1e}")
 assert err_op < 1e-12 and err_prod < 1e-12
 assert np.allclose(y_soft.mean(axis=0), softmax_of_mean, rtol=0, atol=1e-12)  # mean = softmax of the mean

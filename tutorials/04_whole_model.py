@@ -35,9 +35,10 @@ from pathlib import Path
 import numpy as np
 
 import mst_ref  # installed by `pip install -e .` (README); tutorials never patch the path
-from mst_ref import data, plots
-from mst_ref.checkpoint import load_state_dict
-from mst_ref.layers import batch_norm, bn_params, linear, patch_embed
+from mst_ref import plots
+from mst_ref.io import data
+from mst_ref.io.checkpoint import load_state_dict
+from mst_ref.nn.layers import batch_norm, bn_params, linear, patch_embed
 
 np.set_printoptions(precision=4, suppress=True, linewidth=120, threshold=5000)
 OUT = Path(os.environ.get("MST_TUTORIAL_OUT", "tutorial_out"))

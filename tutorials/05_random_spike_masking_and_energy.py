@@ -15,7 +15,7 @@
 # (RSM) drops a random fraction p of the spikes at chosen sites, so the layers they feed do less
 # work. This tutorial:
 #
-# 1. writes RSM by hand on a toy spike tensor and checks it against `mst_ref.masking.rsm`;
+# 1. writes RSM by hand on a toy spike tensor and checks it against `mst_ref.engine.masking.rsm`;
 # 2. reproduces, by hand, the masks the library draws at the published sites (q, k) of the real
 #    model, and checks that about 1 - p of the spikes survive;
 # 3. derives what masking does to the expected values, and the unbiased 1/(1-p) rescale;
@@ -37,12 +37,14 @@ from pathlib import Path
 import numpy as np
 
 import mst_ref  # installed by `pip install -e .` (README); tutorials never patch the path
-from mst_ref import data, energy, plots
-from mst_ref.attention import softmax
-from mst_ref.masking import PUBLISHED_SITES, rsm, site_ratios
+from mst_ref import plots
+from mst_ref.io import data
+from mst_ref.engine import energy
+from mst_ref.nn.attention import softmax
+from mst_ref.engine.masking import PUBLISHED_SITES, rsm, site_ratios
 from mst_ref.models.mst import MST, MSTConfig
-from mst_ref.neurons import if_neuron
-from mst_ref.windows import relative_position_bias
+from mst_ref.core.neurons import if_neuron
+from mst_ref.nn.windows import relative_position_bias
 
 np.set_printoptions(precision=4, suppress=True, linewidth=110, threshold=5000)
 OUT = Path(os.environ.get("MST_TUTORIAL_OUT", "tutorial_out"))
@@ -75,7 +77,7 @@ print("keep = u > p:\n", keep.astype(int))
 print("rsm(s) by hand:\n", masked_hand)
 
 masked_lib = rsm(s, p, np.random.default_rng(42))  # the same generator state -> the same uniforms
-print(f"max |hand - mst_ref.masking.rsm| = {np.abs(masked_hand - masked_lib).max()}; "
+print(f"max |hand - mst_ref.engine.masking.rsm| = {np.abs(masked_hand - masked_lib).max()}; "
       f"spikes before {int(np.count_nonzero(s))}, after {int(np.count_nonzero(masked_lib))}")
 assert np.array_equal(masked_hand, masked_lib) and masked_lib.dtype == s.dtype
 

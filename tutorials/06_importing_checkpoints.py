@@ -43,8 +43,9 @@ from pathlib import Path
 import numpy as np
 
 import mst_ref  # installed by `pip install -e .` (README); tutorials never patch the path
-from mst_ref import cli, data, plots
-from mst_ref.checkpoint import (CheckpointError, describe_checkpoint, load_checkpoint, load_state_dict,
+from mst_ref import cli, plots
+from mst_ref.io import data
+from mst_ref.io.checkpoint import (CheckpointError, describe_checkpoint, load_checkpoint, load_state_dict,
                                 save_npz)
 
 np.set_printoptions(precision=4, suppress=True, linewidth=110, threshold=5000)

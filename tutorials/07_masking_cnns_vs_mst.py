@@ -35,11 +35,13 @@ from pathlib import Path
 import numpy as np
 
 import mst_ref  # installed by `pip install -e .` (README); tutorials never patch the path
-from mst_ref import data, energy, plots
-from mst_ref.cli_table import map_correlation, region_site, spike_density
-from mst_ref.conv import conv2d, conv_fan_out_map
-from mst_ref.masking import rsm
-from mst_ref.rsm_table import RowSpec, measure_ratios, table_rows
+from mst_ref import plots
+from mst_ref.io import data
+from mst_ref.engine import energy
+from mst_ref.cli.table import map_correlation, region_site, spike_density
+from mst_ref.nn.conv import conv2d, conv_fan_out_map
+from mst_ref.engine.masking import rsm
+from mst_ref.analysis.rsm_table import RowSpec, measure_ratios, table_rows
 
 np.set_printoptions(precision=4, suppress=True, linewidth=110)
 OUT = Path(os.environ.get("MST_TUTORIAL_OUT", "tutorial_out"))
@@ -124,7 +126,7 @@ rows, loaded = [], {}
 for name, label, trained, sites in MODELS:
     path = data.shipped_file(name)
     model = mst_ref.load_checkpoint(path)
-    config = mst_ref.checkpoint.load_state_dict(path)[1]["config"]
+    config = mst_ref.io.checkpoint.load_state_dict(path)[1]["config"]
     pad = int(config.get("pad", 0))
     images = np.pad(sample.images[:N], ((0, 0), (pad, pad), (pad, pad), (0, 0)))  # CNNs: 28 -> 32 pixels
     x = data.prepare_images(images, model.config.img_size, 1, config["mean"], config["std"])

@@ -12,7 +12,7 @@
 #
 # The published MST needs T = 32-64 steps to reach its ANN: the shipped Fashion-MNIST model loses
 # 32 points at T = 1 (90.2% -> 58.3% on the test set, README). This tutorial shows why, on one
-# neuron, by hand, and what two neurons from the later literature fix (`mst_ref.neurons`):
+# neuron, by hand, and what two neurons from the later literature fix (`mst_ref.core.neurons`):
 #
 # 1. why low T fails: a T-step IF neuron can only say T + 1 things (quantisation), and it can never
 #    take a spike back (the *unevenness* error);
@@ -35,9 +35,11 @@ from pathlib import Path
 import numpy as np
 
 import mst_ref  # installed by `pip install -e .` (README); tutorials never patch the path
-from mst_ref import data, energy, plots
-from mst_ref.neurons import burst_neuron, if_neuron, signed_neuron
-from mst_ref.qcfs import qcfs
+from mst_ref import plots
+from mst_ref.io import data
+from mst_ref.engine import energy
+from mst_ref.core.neurons import burst_neuron, if_neuron, signed_neuron
+from mst_ref.core.qcfs import qcfs
 
 np.set_printoptions(precision=4, suppress=True, linewidth=110, threshold=5000)
 OUT = Path(os.environ.get("MST_TUTORIAL_OUT", "tutorial_out"))
@@ -99,7 +101,7 @@ assert out_signed.mean() == 0.0
 # %% [markdown]
 # The spike at step 1 was right then (the mean input so far was 1.2), and the negative spike at
 # step 3 takes it back once the running mean has fallen. The docstring of
-# `mst_ref.neurons.multilevel_neuron_reference` proves what this buys: with X_t the running sum of
+# `mst_ref.core.neurons.multilevel_neuron_reference` proves what this buys: with X_t the running sum of
 # the inputs and N*_t = clip(floor(X_t / lambda + 1/2), 0, t) (so lambda N*_t = t QCFS(X_t / t) with
 # L = t levels), the neuron's net count moves one spike towards the target at every step,
 #
@@ -159,7 +161,7 @@ np.testing.assert_array_equal(burst_neuron(pre[None], lam32, 8)[0], qcfs(pre, la
 #
 # ## 4. What they cost
 #
-# Energy is charged per synaptic event (`mst_ref.energy`: 0.9 pJ per accumulate, 4.6 pJ per analog
+# Energy is charged per synaptic event (`mst_ref.engine.energy`: 0.9 pJ per accumulate, 4.6 pJ per analog
 # multiply-accumulate). A spike of lambda / K reaches the same synapses as a spike of lambda, so a
 # burst of k spikes is k events, and a negative spike is one event (an accumulate with the sign
 # flipped). The library counts `|out| / (lambda / K)` spikes per neuron and step for these neurons,

@@ -1,6 +1,6 @@
 """The QCFS CNNs' energy table: what one spike of each site costs, exactly, borders included.
 
-:mod:`mst_ref.energy` turns spike counts into SOPs and energy; this module says, for ResNet-18 and
+:mod:`mst_ref.engine.energy` turns spike counts into SOPs and energy; this module says, for ResNet-18 and
 VGG-16, how many synapses a spike reaches. Every site of these networks feeds a convolution or a
 linear layer:
 
@@ -20,7 +20,7 @@ VGG ``layer5`` last site                  pool folded into ``classifier.1``: hid
 VGG ``classifier.2`` / ``.5``             ``classifier.4`` / ``.7``: hidden units / K
 ========================================  ==========================================================
 
-``a(i)`` (:func:`mst_ref.conv.conv_fan_out_map`) counts the output positions whose k x k window covers
+``a(i)`` (:func:`mst_ref.nn.conv.conv_fan_out_map`) counts the output positions whose k x k window covers
 input row i: k / s in the interior, fewer at the borders, where taps fall on the zero padding (they
 are not synapses). An SNN run counts each site's spikes per position and weighs them with this map
 (``Mode.fan_out_maps``), so its SOPs are exact; ``fan_outs`` gives the mean per spike.
@@ -34,8 +34,8 @@ layer, padding taps excluded).
 
 import numpy as np
 
-from ..conv import conv_fan_out_map, conv_output_size
-from .qcfs_cnn import cnn_site_names, resnet_blocks, vgg_convs
+from ..nn.conv import conv_fan_out_map, conv_output_size
+from .cnn_layout import cnn_site_names, resnet_blocks, vgg_convs
 
 __all__ = ["site_names", "fan_out_maps", "fan_outs", "site_neurons", "product_names", "products_after",
            "dense_product_macs", "input_macs", "analog_macs", "INPUT_NAME"]

@@ -12,9 +12,9 @@ bic-L/Masked-Spiking-Transformer, models/mst.py):
     LayerNorm -> mean over tokens -> Linear
 
 The same code runs the ANN (``(B, ...)`` arrays) and the multi-step SNN (``(T, B, ...)``: every layer
-computes all T steps at once; the IF neurons scan the time axis). Only the :class:`~mst_ref.modes.Mode`
-passed to :meth:`MST.forward` differs: see :mod:`mst_ref.modes`. The SNN's time loop, chunking and
-results live in :mod:`mst_ref.simulate`.
+computes all T steps at once; the IF neurons scan the time axis). Only the :class:`~mst_ref.engine.modes.Mode`
+passed to :meth:`MST.forward` differs: see :mod:`mst_ref.engine.modes`. The SNN's time loop, chunking and
+results live in :mod:`mst_ref.engine.simulate`.
 """
 
 import functools
@@ -22,12 +22,12 @@ import functools
 import numpy as np
 
 from . import mst_fast as fused
-from ..attention import window_attention
-from ..layers import batch_norm, bn_params, head, layer_norm, linear, patch_embed
+from ..nn.attention import window_attention
+from ..nn.layers import batch_norm, bn_params, head, layer_norm, linear, patch_embed
 from .mst_layout import MSTConfig, check_state, infer_config, random_state_dict, readable_chunk, site_names
-from ..merging import patch_merging
-from ..network import SpikingNetwork
-from ..windows import cyclic_shift, window_partition, window_reverse
+from ..nn.merging import patch_merging
+from ..engine.network import SpikingNetwork
+from ..nn.windows import cyclic_shift, window_partition, window_reverse
 
 __all__ = ["MST", "MSTConfig"]
 
@@ -49,7 +49,7 @@ class MST(SpikingNetwork):
     site_names : list of str
         The activation sites in forward order (124 for Swin-T).
     probe_names : list of str
-        What else ``record`` can keep (:data:`mst_ref.modes.PROBES`): each block's attention
+        What else ``record`` can keep (:data:`mst_ref.engine.modes.PROBES`): each block's attention
         probabilities ``<block>.attn.softmax`` and each site's membrane potential ``<site>.membrane``.
     """
 

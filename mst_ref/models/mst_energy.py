@@ -1,6 +1,6 @@
 """MST's energy table: the fan-out of every site, its neurons, its products and its analog MACs.
 
-:mod:`mst_ref.energy` turns spike counts into SOPs and energy for any model family; this module says,
+:mod:`mst_ref.engine.energy` turns spike counts into SOPs and energy for any model family; this module says,
 for the Masked Spiking Transformer, what each spike costs and which operations are analog.
 
 SOPs (accumulates caused by spikes; all T steps, after RSM, i.e. the spikes the next layer receives)
@@ -26,7 +26,7 @@ site (its spikes feed ...)                  fan-out           why
 ==========================================  ================  =============================================
 
 Products of two activations are charged one AC per multiply whose operands are both nonzero (the work
-left when zeros are skipped), counted during the run (:meth:`mst_ref.modes.Mode.product`, or the fused
+left when zeros are skipped), counted during the run (:meth:`mst_ref.engine.modes.Mode.product`, or the fused
 kernels of :mod:`mst_ref.models.mst_fast`, which count the same):
 
     pairs(a b) = sum over (..., k) of nnz(a[..., :, k]) * nnz(b[..., k, :])

@@ -3,13 +3,13 @@
 :meth:`mst_ref.models.mst.MST.forward` reads as the paper does, one NumPy operation at a time. Run that way,
 the SNN spends its time outside the matrix products: every activation site makes several passes over
 its ``(T, ...)`` arrays (affine op, scan, mask, count), and window attention runs thousands of tiny
-matrix products per step. This module computes the same network, for a :class:`~mst_ref.modes.Mode`
+matrix products per step. This module computes the same network, for a :class:`~mst_ref.engine.modes.Mode`
 that is spiking without compensation, as
 
 - one BLAS matrix product per step for each linear layer, on ``(B*tokens, C)`` rows in grid order;
-- one pass per activation site (:func:`mst_ref.kernels.site_scan`), with the neighbouring affine ops
+- one pass per activation site (:func:`mst_ref.core.kernels.site_scan`), with the neighbouring affine ops
   (the linear bias, BatchNorm, the residual adds) and RSM fused in;
-- one kernel for window attention (:func:`mst_ref.kernels.window_attention_scan`): the roll and the
+- one kernel for window attention (:func:`mst_ref.core.kernels.window_attention_scan`): the roll and the
   window partition become index arithmetic, and the five neurons, the products and the softmax of a
   (image, window, head) run together over T.
 
@@ -20,7 +20,7 @@ kernels sum in other orders than BLAS and exponentiate through tables, so a memb
 threshold can flip a spike, as between float32 and float64; docs/mst.md section 9). Each step's arithmetic
 does not depend on how many steps a call holds, so step by step, chunked and multi-step runs of this
 path agree bit for bit. Besides the membranes, ``mode.state`` keeps each block's softmax tables
-(:func:`mst_ref.attention.softmax_tables`), computed at the first call of a run. A run must stay on one
+(:func:`mst_ref.nn.attention.softmax_tables`), computed at the first call of a run. A run must stay on one
 path: the attention membranes are laid out as the readable path lays them out, the others too, but
 nothing checks that a run switched paths.
 
@@ -41,12 +41,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-from .. import kernels
-from ..attention import softmax_tables
-from ..layers import batch_norm, bn_affine, bn_params, head, layer_norm, patch_embed
-from ..merging import merge_tokens
+from ..core import kernels
+from ..nn.attention import softmax_tables
+from ..nn.layers import batch_norm, bn_affine, bn_params, head, layer_norm, patch_embed
+from ..nn.merging import merge_tokens
 from ..threads import kernel_threads
-from ..windows import relative_position_bias, window_order
+from ..nn.windows import relative_position_bias, window_order
 
 __all__ = ["supports", "forward", "default_chunk"]
 
@@ -140,7 +140,7 @@ def _mask(mode, name, shape):
 
 def _site(mode, name, x, threshold, shape, *, add=None, add_rows=None, bias=None, bn=None, pre=False,
           post=None, out=True):
-    """One fused activation site (:func:`mst_ref.kernels.site_scan`) with its state, RSM and bookkeeping.
+    """One fused activation site (:func:`mst_ref.core.kernels.site_scan`) with its state, RSM and bookkeeping.
 
     Parameters
     ----------
@@ -168,7 +168,7 @@ def _site(mode, name, x, threshold, shape, *, add=None, add_rows=None, bias=None
     lam = dt.type(threshold[0])
     v = _membrane(mode, name, shape, lam).reshape(R, C)  # (R, C) view
     u, p, gain = _mask(mode, name, (T, *shape))
-    keep = out or name in mode.record
+    keep = out or mode.wants(name)
     y_out = np.empty((T, R, C), dt) if keep else _empty(3, dt)
     y_pre = np.empty((T, R, C), dt) if pre else _empty(3, dt)
     scale, shift = bn_affine(*bn) if bn is not None else (_empty(1, dt), _empty(1, dt))
@@ -203,7 +203,7 @@ def _attention(mode, s, prefix, g, stage, shift, batch):
     gain = np.array([m[2] for m in masks], dtype=dt)  # (5,)
     p = np.array([m[1] for m in masks], dtype=np.float64)  # (5,)
     uniforms = [_empty(len(f), np.float64) if m[0] is None else m[0].reshape(f) for m, f in zip(masks, flat)]
-    records = [np.empty((T, *shp), dt) if n in mode.record else None
+    records = [np.empty((T, *shp), dt) if mode.wants(n) else None
                for n, shp in zip(names[:4], shapes[:4])]
     # (qs @ ks^T) * hd^-1/2 for c coincident spikes: c * (lambda_q g_q) (lambda_k g_k), then the scale
     unit = float(lam[0] * gain[0]) * float(lam[1] * gain[1])
@@ -223,9 +223,9 @@ def _attention(mode, s, prefix, g, stage, shift, batch):
         out.reshape(-1, heads, hd))
     for k in (0, 1, 3, 2, 4):  # book the sites in forward order: q, k, attn, v, attn_v
         y = out if k == 4 else records[k]
-        mode.observe(names[k], shapes[k], counts[k], y if names[k] in mode.record else None)
-    mode.product_pairs.setdefault(f"{a}.qk", []).append(pairs[0])
-    mode.product_pairs.setdefault(f"{a}.pv", []).append(pairs[1])
+        mode.observe(names[k], shapes[k], counts[k], y if mode.wants(names[k]) else None)
+    mode.observe_product(f"{a}.qk", pairs=pairs[0])
+    mode.observe_product(f"{a}.pv", pairs=pairs[1])
     return out.reshape(T, batch * nW * N, C)
 
 

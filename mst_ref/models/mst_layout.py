@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..windows import relative_position_index, shift_attention_mask
+from ..nn.windows import relative_position_index, shift_attention_mask
 
 __all__ = ["MSTConfig", "Stage", "site_names", "expected_shapes", "infer_config", "check_state",
            "state_problems", "random_state_dict"]
@@ -103,11 +103,9 @@ class MSTConfig:
 
     family = "mst"
 
-    def energy_table(self):
-        """The energy table of MST (:mod:`mst_ref.models.mst_energy`), for :mod:`mst_ref.energy`."""
-        from . import mst_energy  # imported here: mst_energy reads this module's site names
-
-        return mst_energy
+    # the module that prices this family's spikes, loaded by name by mst_ref.engine.energy (it imports
+    # this module, so this module cannot import it)
+    energy_module = "mst_ref.models.mst_energy"
 
 
 def _positive_int(v):

@@ -1,0 +1,150 @@
+"""The poster's masking table, measured: accuracy, spikes fired and delivered, SOPs and energy against p.
+
+The MST poster's table compares MST with the QCFS ResNet-18 and VGG-16 at masking ratios p = 0, 0.5
+and 0.75 ("P", its power figure, is "spike count as an indicator of energy efficiency"). This module
+measures every quantity that figure could mean, for any model mst_ref loads, with one SNN run per
+(ratio, seed):
+
+- ``accuracy``: of the prediction after T steps (argmax of the cumulative logits), mean and standard
+  deviation over the seeds of the masks (p = 0 draws no mask: one run);
+- ``fired``: spikes emitted by all neurons, before masking (per image);
+- ``delivered``: spikes that reach the next layer, after masking (per image);
+- ``sops``: synaptic operations, delivered spikes x fan-out (+ the products' pairs for MST);
+- ``energy_pj``: 0.9 pJ x SOPs + 4.6 pJ x analog MACs (:mod:`mst_ref.engine.energy`);
+- each of the four also as a ratio against p = 0 of the same model.
+
+Masks are applied by :class:`mst_ref.engine.masking.SpikeMasker`, which also counts the spikes fired before
+masking; MST runs on its readable path for that (its fused kernels mask inside the kernel), the CNNs on
+their fast path. Masks are
+drawn from ``np.random.default_rng(seed)`` once per batch, so every number is reproducible.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["RowSpec", "RatioStats", "measure_ratios", "table_rows"]
+
+
+@dataclass
+class RowSpec:
+    """One model of the table.
+
+    Attributes
+    ----------
+    label : str
+        What the table calls it ("MST", "ResNet-18", "VGG-16").
+    model : SpikingNetwork
+    trained_ratio : float
+        p the model was trained with (0: masked only at evaluation).
+    mask_sites : str or tuple
+        Which sites RSM masks (the family's preset name or site suffixes).
+    mask_rescale : bool
+        Divide kept spikes by 1 - p (as the model was trained, if it was).
+    """
+
+    label: str
+    model: object
+    trained_ratio: float
+    mask_sites: object = "published"
+    mask_rescale: bool = False
+
+
+@dataclass
+class RatioStats:
+    """Totals of one model at one ratio, over seeds (per image: divide by ``images``)."""
+
+    ratio: float
+    accuracies: list = field(default_factory=list)  # one per seed, in %
+    fired: float = 0.0  # per image, averaged over seeds
+    delivered: float = 0.0
+    sops: float = 0.0
+    energy_pj: float = 0.0
+    images: int = 0
+
+
+def measure_ratios(spec, batches, timesteps, ratios, seeds, on_batch=None):
+    """Run the SNN of ``spec.model`` at every ratio and seed over the same images.
+
+    Parameters
+    ----------
+    spec : RowSpec
+    batches : callable
+        ``batches()`` yields ``(x, y)``: normalised ``(B, Cin, H, W)`` images and ``(B,)`` labels, the
+        same images on every call.
+    timesteps : int
+        T.
+    ratios : sequence of float in [0, 1]
+    seeds : int >= 1
+        Mask seeds per ratio > 0 (p = 0 runs once).
+    on_batch : callable or None
+        Called with the batch size after each batch (a progress bar).
+
+    Returns
+    -------
+    list of RatioStats, one per ratio, in order
+    """
+    # MST's fused kernels mask inside the kernel and count only the delivered spikes: run MST on the
+    # readable path; a CNN masks through the masker on its fast path too
+    fast = getattr(spec.model.config, "family", "mst") != "mst"
+    out = []
+    for p in ratios:
+        stats = RatioStats(ratio=float(p))
+        runs = 1 if p == 0 else seeds
+        for seed in range(runs):
+            rng = np.random.default_rng(seed)
+            correct = n = 0
+            fired = delivered = sops = energy_pj = 0.0
+            for x, y in batches():
+                res = spec.model.snn_forward(x, timesteps, mask_ratio=float(p), rng=rng, mask_sites=spec.mask_sites,
+                                             mask_rescale=spec.mask_rescale, fast=fast)
+                correct += int((res.predictions[-1] == y).sum())
+                n += len(y)
+                fired += sum(res.fired_by_site.values())
+                delivered += sum(res.spike_counts_by_site.values())
+                sops += res.sops
+                energy_pj += res.energy_pj
+                if on_batch is not None:
+                    on_batch(len(y))
+            if n == 0:
+                raise ValueError("no images to evaluate")
+            stats.accuracies.append(100.0 * correct / n)
+            stats.fired += fired / n / runs
+            stats.delivered += delivered / n / runs
+            stats.sops += sops / n / runs
+            stats.energy_pj += energy_pj / n / runs
+            stats.images = n
+        out.append(stats)
+    return out
+
+
+def table_rows(spec, stats):
+    """The JSON rows of one model: counts per image and ratios against p = 0 of the same model.
+
+    Raises
+    ------
+    ValueError
+        ``stats`` has no p = 0 entry to compare with.
+    """
+    base = next((s for s in stats if s.ratio == 0), None)
+    if base is None:
+        raise ValueError("the table needs p = 0 among the ratios (everything is compared with it)")
+    rows = []
+    for s in stats:
+        acc = float(np.mean(s.accuracies))
+        rows.append({
+            "model": spec.label, "trained_ratio": spec.trained_ratio, "ratio": s.ratio,
+            "mask_rescale": spec.mask_rescale,
+            "accuracy": acc, "accuracy_std": float(np.std(s.accuracies)),
+            "accuracy_change": acc - float(np.mean(base.accuracies)), "seeds": len(s.accuracies),
+            "images": s.images,
+            "fired": s.fired, "delivered": s.delivered, "sops": s.sops, "energy_pj": s.energy_pj,
+            "fired_ratio": _ratio(s.fired, base.fired), "delivered_ratio": _ratio(s.delivered, base.delivered),
+            "sops_ratio": _ratio(s.sops, base.sops), "energy_ratio": _ratio(s.energy_pj, base.energy_pj),
+        })
+    return rows
+
+
+def _ratio(a, b):
+    return a / b if b else math.nan

@@ -1,0 +1,294 @@
+"""``mst-ref rsm-table``: the poster's masking table for MST, ResNet-18 and VGG-16, every measure side by side.
+
+    mst-ref rsm-table --data DATA [--timesteps 32] [--ratios 0,0.5,0.75] [--seeds 3] [--limit N]
+                      [--batch-size B] [--json OUT] [--out DIR] [--checkpoints A.pth,B.pth,...]
+
+By default it runs the six models shipped in data/: each family trained without masking (masked only
+at evaluation) and trained with p = 0.75. MST is masked at the paper's sites (q, k, attention scores and
+the MLP input), the CNNs at every activation site. For each model and ratio it prints accuracy (mean
++- std over the mask seeds) and its change against p = 0, and, as counts per image and as ratios
+against p = 0, the spikes fired, the spikes delivered after masking, SOPs and energy
+(:mod:`mst_ref.analysis.rsm_table`). ``--json`` writes the rows; ``--out`` gets ``rsm_accuracy.png`` and
+``rsm_energy.png``.
+
+Inputs: each model gets the data prepared as it was trained: its normalisation, and the zero padding
+its config records (the CNNs were trained on Fashion-MNIST padded from 28 to 32 pixels).
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..io import data
+from .. import plots
+from .common import (Progress, UsageError, at_least, check_output_dir, check_output_file, load_model,
+                         note_compiling, padding_of, parse_floats, parse_timesteps)
+from ..analysis.rsm_table import RowSpec, measure_ratios, table_rows
+
+SHIPPED = [  # (file, family label, trained ratio, mask sites)
+    ("mst_fashion.pth", "MST", 0.0, "paper"),
+    ("mst_fashion_rsm75_paper.pth", "MST", 0.75, "paper"),
+    ("resnet18_fashion.pth", "ResNet-18", 0.0, "all"),
+    ("resnet18_fashion_rsm75.pth", "ResNet-18", 0.75, "all"),
+    ("vgg16_fashion.pth", "VGG-16", 0.0, "all"),
+    ("vgg16_fashion_rsm75.pth", "VGG-16", 0.75, "all"),
+]
+POSTER = {  # the poster's table (CIFAR-10): accuracy % and power ratio at p = 0, 0.5, 0.75
+    "MST": ((97.27, 97.25, 97.29), (1.0, 0.82, 0.74)),
+    "ResNet-18": ((96.48, 92.88, 82.68), (1.0, 0.70, 0.58)),
+    "VGG-16": ((95.46, 89.56, 79.09), (1.0, 0.77, 0.68)),
+}
+
+
+def add_rsm_table_parser(sub):
+    p = sub.add_parser("rsm-table", help="the poster's masking table: MST vs ResNet-18 vs VGG-16, every measure")
+    p.add_argument("--data", required=True, help="dataset: IDX folder, CIFAR batches, image folder or .npz")
+    p.add_argument("--split", default="test", choices=["test", "train"])
+    p.add_argument("--timesteps", default="32", help="T, one value (default 32)")
+    p.add_argument("--ratios", default="0,0.5,0.75", help="masking ratios p, comma-separated, must include 0")
+    p.add_argument("--seeds", type=int, default=3, help="mask seeds per ratio > 0 (default 3)")
+    p.add_argument("--limit", type=int, default=None, help="first N images only (default: all)")
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--checkpoints", default=None,
+                   help="comma-separated checkpoints instead of the six shipped models")
+    p.add_argument("--json", default=None, help="write the rows as JSON here")
+    p.add_argument("--out", default=None, help="folder for rsm_accuracy.png and rsm_energy.png")
+    p.set_defaults(func=cmd_rsm_table)
+
+
+def _specs(args):
+    """(LoadedModel, RowSpec) of each model to run."""
+    if args.checkpoints:
+        out = []
+        for path in args.checkpoints.split(","):
+            loaded = load_model(path.strip())
+            model = loaded.model
+            trained = float(getattr(model, "trained_mask_ratio", 0.0) or 0.0)
+            out.append((loaded, RowSpec(family_label(model), model, trained, model.trained_mask_sites,
+                                        model.trained_mask_rescale)))
+        return out
+    out = []
+    for name, label, trained, sites in SHIPPED:
+        loaded = load_model(data.shipped_file(name))
+        out.append((loaded, RowSpec(label, loaded.model, trained, sites, loaded.model.trained_mask_rescale)))
+    return out
+
+
+def family_label(model):
+    """"MST", "ResNet-18" or "VGG-16"."""
+    if getattr(model.config, "family", "mst") == "mst":
+        return "MST"
+    return {"resnet18": "ResNet-18", "vgg16": "VGG-16"}[model.config.arch]
+
+
+def _images(loaded, dataset, limit):
+    """The first ``limit`` uint8 images, zero-padded as the checkpoint's config says (``pad``), checked
+    against the model's input size."""
+    cfg = loaded.model.config
+    pad = padding_of(loaded)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    images = dataset.images[:n]
+    if pad:
+        images = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))  # zeros, as in training
+    if images.shape[1:] != (cfg.img_size, cfg.img_size, cfg.in_chans):
+        raise UsageError(f"the data holds {images.shape[3]}-channel {images.shape[1]} x {images.shape[2]} images "
+                         f"(after the checkpoint's padding of {pad}) but a model takes {cfg.in_chans}-channel "
+                         f"{cfg.img_size} x {cfg.img_size} inputs: use the dataset the models were trained on")
+    return images
+
+
+def _batches(loaded, dataset, limit, batch_size):
+    """A callable yielding the model's normalised batches (:func:`_images`) and their labels; and n."""
+    cfg = loaded.model.config
+    images = _images(loaded, dataset, limit)
+    n = len(images)
+    labels = dataset.labels[:n]
+
+    def batches():
+        for start in range(0, n, batch_size):
+            x = data.prepare_images(images[start:start + batch_size], cfg.img_size, cfg.in_chans, loaded.mean,
+                                    loaded.std)
+            yield x, labels[start:start + batch_size]
+    return batches, n
+
+
+def _fmt(v):
+    return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}"
+
+
+def format_rows(rows):
+    """The table as text lines."""
+    head = (f"{'model':<10} {'trained':>7} {'p':>5} {'accuracy %':>14} {'change':>7} {'fired/img':>10} {'x':>6} "
+            f"{'delivered':>10} {'x':>6} {'SOPs/img':>10} {'x':>6} {'energy uJ':>9} {'x':>6}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['model']:<10} {r['trained_ratio']:>7g} {r['ratio']:>5g} {r['accuracy']:>7.2f} +-{r['accuracy_std']:>4.2f} "
+            f"{r['accuracy_change']:>+7.2f} {r['fired']:>10.4g} {r['fired_ratio']:>6.3f} {r['delivered']:>10.4g} "
+            f"{r['delivered_ratio']:>6.3f} {r['sops']:>10.4g} {r['sops_ratio']:>6.3f} {r['energy_pj'] / 1e6:>9.2f} "
+            f"{r['energy_ratio']:>6.3f}")
+    return lines
+
+
+def _pngs(out, rows, ratios):
+    out = Path(out)
+    acc, energy = {}, {}
+    for r in rows:
+        key = f"{r['model']} trained p={r['trained_ratio']:g}"
+        acc.setdefault(key, []).append(r["accuracy"])
+        energy.setdefault(key, []).append(r["energy_ratio"])
+    n = rows[0]["images"]
+    plots.line_chart_png(out / "rsm_accuracy.png", ratios, acc,
+                         f"SNN accuracy vs masking ratio p ({n} test images, mean over mask seeds)",
+                         "masking ratio p (fraction of spikes dropped)", "accuracy (%)")
+    plots.line_chart_png(out / "rsm_energy.png", ratios, energy,
+                         "SNN energy per image vs masking ratio p, relative to p = 0 of the same model",
+                         "masking ratio p (fraction of spikes dropped)", "energy / energy at p = 0")
+
+
+def cmd_rsm_table(args):
+    T = parse_timesteps(args.timesteps, single=True)[0]
+    ratios = parse_floats(args.ratios, "--ratios")
+    if any(not 0 <= p <= 1 for p in ratios) or 0 not in ratios or sorted(set(ratios)) != list(ratios):
+        raise UsageError(f"--ratios must be increasing numbers in [0, 1] including 0; got {args.ratios!r}")
+    at_least(args.seeds, 1, "--seeds")
+    at_least(args.batch_size, 1, "--batch-size")
+    if args.limit is not None:
+        at_least(args.limit, 1, "--limit")
+    if args.json:
+        check_output_file(args.json, "--json")
+    if args.out:
+        check_output_dir(args.out, "--out")
+    specs = _specs(args)
+    dataset = data.load_dataset(args.data, args.split)
+    jobs = [(loaded, spec, *_batches(loaded, dataset, args.limit, args.batch_size)) for loaded, spec in specs]
+    runs = 1 + args.seeds * sum(p > 0 for p in ratios)
+    total = sum(n for *_, n in jobs) * runs
+    note_compiling()
+    bar = Progress(f"rsm-table T={T}", total, "image runs")
+    done = 0
+    rows = []
+
+    def tick(k):
+        nonlocal done
+        done += k
+        bar.update(done)
+    for loaded, spec, batches, n in jobs:
+        rows += table_rows(spec, measure_ratios(spec, batches, T, ratios, args.seeds, on_batch=tick))
+    bar.close()
+    print(f"rsm-table: T = {T}, {jobs[0][3]} images of {args.data} ({args.split}), {args.seeds} mask seed(s) per p > 0; "
+          "counts per image, x = ratio against p = 0 of the same model; MST masked at q, k, attention scores "
+          "and MLP input, the CNNs at every site")
+    print("\n".join(format_rows(rows)))
+    print("\nthe poster (CIFAR-10): accuracy % / power ratio at p = " + ", ".join(f"{p:g}" for p in (0, 0.5, 0.75)))
+    for label, (acc, power) in POSTER.items():
+        print(f"  {label:<10} " + "   ".join(f"{a:.2f}% x{w:.2f}" for a, w in zip(acc, power)))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"timesteps": T, "rows": rows}, indent=1))
+        print(f"wrote {args.json}")
+    if args.out:
+        _pngs(args.out, rows, ratios)
+        print(f"wrote {Path(args.out) / 'rsm_accuracy.png'} and rsm_energy.png")
+    return 0
+
+
+# ---------------------------------------------------------------- where the models look, as p grows
+REGION_SITES = {  # a late site with a spatial grid, per architecture
+    "mst": "layers.{last}.blocks.{block}.shortcut1_if",  # last block's input tokens (not a masked site)
+    "resnet18": "conv4_x.1.act",  # 8 x 8 for 32-px inputs
+    "vgg16": "layer3.10",  # 8 x 8
+}
+
+
+def region_site(model):
+    """The late site whose spike density :func:`cmd_rsm_regions` maps, for this model."""
+    cfg = model.config
+    if getattr(cfg, "family", "mst") == "mst":
+        last = len(cfg.depths) - 1
+        return REGION_SITES["mst"].format(last=last, block=cfg.depths[last] - 1)
+    return REGION_SITES[cfg.arch]
+
+
+def spike_density(model, x, step, ratio, seed, sites=None, rescale=None):
+    """Per image, the fraction of the site's neurons at each position that spiked at ``step``.
+
+    ``sites`` / ``rescale`` None: masked as the model was trained (its ``trained_mask_sites`` and
+    ``trained_mask_rescale``).
+
+    Returns
+    -------
+    (B, h, w) ndarray
+        MST: tokens on their grid, mean over channels; CNN: positions, mean over channels.
+    """
+    site = region_site(model)
+    res = model.snn_forward(x, step, mask_ratio=ratio, rng=np.random.default_rng(seed), mask_sites=sites,
+                            mask_rescale=rescale, record=site, fast=False)
+    s = res.records[site][step - 1] != 0  # (B, N, C) or (B, h, w, C) at step t
+    if s.ndim == 3:
+        side = int(round(np.sqrt(s.shape[1])))
+        s = s.reshape(s.shape[0], side, side, s.shape[2])
+    return s.mean(axis=-1)  # (B, h, w)
+
+
+def add_rsm_regions_parser(sub):
+    p = sub.add_parser("rsm-regions", help="spike density of a late layer of MST and ResNet-18 at one step, p = 0 / 0.5 / 0.75")
+    p.add_argument("--data", required=True, help="dataset: IDX folder, CIFAR batches, image folder or .npz")
+    p.add_argument("--images", type=int, default=3, help="number of test images (default 3)")
+    p.add_argument("--step", default="8", help="the time step t shown (default 8)")
+    p.add_argument("--ratios", default="0,0.5,0.75")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoints", default=None, help="comma-separated checkpoints (default: the shipped "
+                   "MST and ResNet-18 trained with p = 0.75)")
+    p.add_argument("--out", default="rsm_out", help="folder for rsm_regions.png (default ./rsm_out)")
+    p.set_defaults(func=cmd_rsm_regions)
+
+
+def cmd_rsm_regions(args):
+    t = parse_timesteps(args.step, "--step", single=True)[0]
+    ratios = parse_floats(args.ratios, "--ratios")
+    if any(not 0 <= p <= 1 for p in ratios):
+        raise UsageError(f"--ratios must be numbers in [0, 1]; got {args.ratios!r}")
+    at_least(args.images, 1, "--images")
+    out = check_output_dir(args.out, "--out")
+    paths = (args.checkpoints.split(",") if args.checkpoints else
+             [data.shipped_file("mst_fashion_rsm75_paper.pth"), data.shipped_file("resnet18_fashion_rsm75.pth")])
+    dataset = data.load_dataset(args.data, "test")
+    images, heats, labels, lines = [], [], [], []
+    note_compiling()
+    for path in paths:
+        loaded = load_model(str(path).strip())
+        model = loaded.model
+        batches, n = _batches(loaded, dataset, args.images, args.images)
+        x, y = next(batches())
+        raw = _images(loaded, dataset, n)[..., 0]  # (n, H, W) as the model sees them
+        # masked as the model was trained (its sites and scaling)
+        maps = [spike_density(model, x, t, p, args.seed) for p in ratios]  # (B, h, w) each
+        name = family_label(model)
+        similarity = [np.mean([map_correlation(maps[0][b], m[b]) for b in range(n)]) for m in maps[1:]]
+        lines.append(f"  {name:<10} {region_site(model):<34} " + "  ".join(
+            f"p = {p:g}: {c:+.2f}" for p, c in zip(ratios[1:], similarity)))
+        for b in range(n):
+            images.append(raw[b])
+            # each map relative to its own maximum: where the spikes are, not how many
+            heats.append([m[b] / m[b].max() if m[b].max() > 0 else m[b] for m in maps])
+            cls = loaded.class_names[y[b]] if loaded.class_names else str(y[b])
+            labels.append(f"{name}, image {b} ({cls})")
+    order = sorted(range(len(images)), key=lambda k: (int(labels[k].split("image ")[1].split(" ")[0]), k))
+    path = plots.overlay_grid_png(
+        Path(out) / "rsm_regions.png", [images[k] for k in order], [heats[k] for k in order],
+        [labels[k] for k in order], [f"p = {p:g}" for p in ratios],
+        f"Spike density of a late layer at time step t = {t}, as the masking ratio p grows",
+        (0.0, 1.0, "spike density / panel maximum"), scale=4)
+    print(f"rsm-regions: step t = {t}, {args.images} test images, mask seed {args.seed}; correlation of each "
+          f"map with the p = {ratios[0]:g} map of the same image (mean over images):")
+    print("\n".join(lines))
+    print(f"wrote {path}")
+    return 0
+
+
+def map_correlation(a, b):
+    """Pearson correlation of two maps (0 when either is constant)."""
+    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / den) if den > 0 else 0.0
