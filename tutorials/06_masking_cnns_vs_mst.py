@@ -155,12 +155,12 @@ assert by["MST", 0.75, 0.75]["fired_ratio"] < 1 and by["ResNet-18", 0.0, 0.75]["
 # %%
 acc = {f"{m} trained p={t:g}": [by[m, t, p]["accuracy"] for p in RATIOS] for m in ("MST", "ResNet-18", "VGG-16")
        for t in (0.0, 0.75)}
-plots.line_chart_png(OUT / "07_accuracy_vs_p.png", RATIOS, acc,
+plots.line_chart_png(OUT / "06_accuracy_vs_p.png", RATIOS, acc,
                      f"SNN accuracy vs masking ratio p ({N} sample images, T = {T})",
                      "masking ratio p (fraction of spikes dropped)", "accuracy (%)")
 energy_x = {k.replace("trained", "tr."): [by[k.split(" trained")[0], float(k.split("p=")[1]), p]["energy_ratio"]
                                           for p in RATIOS] for k in acc}
-plots.line_chart_png(OUT / "07_energy_vs_p.png", RATIOS, energy_x,
+plots.line_chart_png(OUT / "06_energy_vs_p.png", RATIOS, energy_x,
                      f"SNN energy per image vs p, relative to p = 0 of the same model (T = {T})",
                      "masking ratio p (fraction of spikes dropped)", "energy / energy at p = 0")
 
@@ -212,7 +212,7 @@ for name in ("mst_fashion_rsm75_paper.pth", "resnet18_fashion_rsm75.pth"):
     print(f"{spec.label}: site {region_site(model)}, correlation of the p = 0.75 map with the p = 0 map: "
           f"{corr[spec.label]:+.2f}")
 assert corr["MST"] > corr["ResNet-18"]  # MST's map at p = 0.75 resembles its p = 0 map more
-plots.overlay_grid_png(OUT / "07_regions.png", imgs, heats, labels, [f"p = {p:g}" for p in RATIOS],
+plots.overlay_grid_png(OUT / "06_regions.png", imgs, heats, labels, [f"p = {p:g}" for p in RATIOS],
                        f"Spike density of a late layer at time step t = {t_show}, as the masking ratio p grows",
                        (0.0, 1.0, "spike density / panel maximum"), scale=4)
 

@@ -238,10 +238,10 @@ print(f"burst, T = 1: {acc['burst'][0]:.1f} % (the ANN's {ann_acc:.1f} %) at {uj
 # %%
 shown = [t - 1 for t in TS]
 curves = {"if": "if", "signed": "signed", "signed-burst": "signed-burst (under burst)", "burst": "burst"}
-plots.xy_chart_png(OUT / "08_accuracy_vs_energy.png",
+plots.xy_chart_png(OUT / "07_accuracy_vs_energy.png",
                    {**{label: (uj[n][shown], acc[n][shown]) for n, label in curves.items()},
                     "if, T = 32": ([if32_uj], [if32_acc])},
                    f"Shipped MST, {n_images} Fashion-MNIST test images: accuracy vs energy (T = 1, 2, 4)",
                    "energy per image (uJ, log scale)", "accuracy (%)", logx=True,
                    point_labels={"if": [f"T={t}" for t in TS], "burst": [f"T={t}" for t in TS]})
-print(f"wrote {OUT / '08_accuracy_vs_energy.png'}; {time.perf_counter() - started:.0f} s in all")
+print(f"wrote {OUT / '07_accuracy_vs_energy.png'}; {time.perf_counter() - started:.0f} s in all")

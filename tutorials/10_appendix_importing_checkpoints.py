@@ -22,7 +22,7 @@
 #    malicious checkpoint (never running it) and watch mst_ref refuse it;
 # 6. converting to `.npz`, inspecting it, and checking that both files give the same logits.
 #
-# Run it as `python tutorials/06_importing_checkpoints.py`; files go to `$MST_TUTORIAL_OUT`
+# Run it as `python tutorials/10_appendix_importing_checkpoints.py`; files go to `$MST_TUTORIAL_OUT`
 # (default `tutorial_out/` under the current folder).
 
 # %%
@@ -357,7 +357,7 @@ assert list(lam_plain) == sites
 print("lambda of the first 6 sites:", {k: round(lam_plain[k], 4) for k in sites[:6]})
 print(f"lambda over all 42 sites: min {min(lam_plain.values()):.4f}, max {max(lam_plain.values()):.4f}")
 assert set(lam_plain) == set(sites) == set(lam_rsm) and min(lam_plain.values()) > 0
-plots.line_chart_png(OUT / "06_thresholds.png", np.arange(len(sites)),
+plots.line_chart_png(OUT / "10_thresholds.png", np.arange(len(sites)),
                      {"mst_fashion.pth": [lam_plain[k] for k in sites],
                       "mst_fashion_rsm75.pth": [lam_rsm[k] for k in sites]},
                      "QCFS thresholds lambda per activation site, both shipped models",
