@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .mask_streams import ImageSeeds
+
 __all__ = ["PUBLISHED_SITES", "MLP_SITE", "MASK_SITE_PRESETS", "rsm", "site_ratios", "SpikeMasker"]
 
 PUBLISHED_SITES = ("attn.q_if", "attn.k_if", "attn.attn_if")  # the official code's masked sites
@@ -165,11 +167,15 @@ class SpikeMasker:
         ``rng`` is used once, here: ``rng.integers(2**63, size=len(site_names))`` gives one seed per
         activation site in forward order, masked or not, so that changing which sites are masked does
         not change the masks drawn at the others. Nothing is drawn when no site is masked (rng may then
-        be None).
+        be None). An :class:`~mst_ref.engine.mask_streams.ImageSeeds` instead of ``rng`` gives every
+        image its own generators, seeded from (seed, image index), whatever the batch.
         """
         ratios = site_ratios(site_names, ratio, sites, presets)
         if not ratios:
             return cls(rescale=rescale)
+        if isinstance(rng, ImageSeeds):  # per-image masks from (seed, image index): mask_streams.py
+            rngs = {n: rng.streams(k) for k, n in enumerate(site_names) if n in ratios}
+            return cls(ratios, rngs, rescale)
         if not isinstance(rng, np.random.Generator):
             raise ValueError("masking draws random numbers: pass rng=np.random.default_rng(seed); "
                              f"got {type(rng).__name__}")
