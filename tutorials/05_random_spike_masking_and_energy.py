@@ -114,7 +114,7 @@ for name, ratio in ratios.items():
 assert len(ratios) == 3 * 4 and all(n.endswith(PUBLISHED_SITES) for n in ratios)
 
 # %% [markdown]
-# **Which uniforms does the library draw?** Reproducibility rule (`mst_ref/masking.py`): at the
+# **Which uniforms does the library draw?** Reproducibility rule (`mst_ref/engine/masking.py`): at the
 # start of a run the caller's generator draws one seed per activation site, in forward order,
 # `rng.integers(2**63, size=n_sites)`; each masked site then draws `child.random(shape)` from its own
 # generator, in time order. So we can rebuild the masks by hand.
@@ -188,7 +188,8 @@ assert np.abs(unbiased - q0).max() < 0.1
 # %% [markdown]
 # ## 4. Counting synaptic operations by hand
 #
-# `mst_ref/energy.py` documents the convention (it is the field's; the published code has none).
+# `mst_ref/engine/energy.py` documents the convention (it is the field's; the published code has none;
+# docs/energy.md lists what it charges and what it leaves out).
 # A spike of a site is delivered to every weight it multiplies in the next layer; each delivery is
 # one accumulate:
 #
@@ -360,8 +361,10 @@ plots.line_chart_png(OUT / "05_accuracy_vs_p.png", ps,
 #   p = 0.75 keeps its accuracy at p = 0.75 (on 12 images the SNN column moves by one or two
 #   images, so trust the 64-image ANN column for accuracy);
 # - the saving is real but modest: at p = 0.75 the SOPs fall by less than 15 % and the energy by
-#   less than that, against the paper's x0.74 power on CIFAR-10 (docs/mst.md section 5); and at T = 8
-#   this small SNN costs about two thirds of its ANN's energy.
+#   less than that (asserted above). The poster reports x0.74 "power" at p = 0.75 on CIFAR-10
+#   (docs/mst.md section 5); that is another model, dataset and unit, so the two figures are not
+#   comparable number for number. At T = 8 this small SNN costs between half and four fifths of
+#   its ANN's energy (asserted above), under the pricing convention of docs/energy.md.
 #
 # Where do the SOPs go? Grouped by site kind, for the RSM-trained model:
 
@@ -377,10 +380,23 @@ for kind, v0 in sorted(kinds[0.0].items(), key=lambda kv: -kv[1]):
     v1 = kinds[0.75][kind]
     print(f"{kind:<34} {v0:>12,} {v0 / total0:>6.3f} {v1:>13,} {v1 / v0 if v0 else 0:>6.3f}")
 masked_share = (kinds[0.0]["qk"] + kinds[0.0]["attn_if"]) / total0
-print(f"the masked sites feed q k^T and the softmax: {masked_share:.3f} of the SOPs at p = 0")
+print(f"the work behind the masked sites (q k^T pairs + the scores' fan-out): {masked_share:.3f} of the SOPs at p = 0")
 assert masked_share < 0.1 and kinds[0.75]["qk"] < 0.1 * kinds[0.0]["qk"]
+# p v is not behind the masked sites: p = softmax(...) is dense, so p v costs N SOPs per v spike, and v is
+# never masked. In the first block nothing upstream of v is masked, so its p v SOPs do not move at all:
+pv0 = {ratio: table["rsm75", ratio]["by_site"]["layers.0.blocks.0.attn.pv"] for ratio in (0.0, 0.75)}
+print(f"layers.0.blocks.0.attn.pv SOPs: {pv0[0.0]:,} at p = 0, {pv0[0.75]:,} at p = 0.75")
+assert pv0[0.0] == pv0[0.75]
 
 # %% [markdown]
+# **The work behind the masked sites** (one definition, used here, in tutorial 06, in
+# `mst_ref.analysis.ratio_search` and in docs/energy.md): the SOPs whose count a mask at a site removes
+# directly, i.e. the site's own spikes times their fan-out, plus the q k^T spike pairs when q or k is
+# masked. It does not include p v: the attention probabilities p are analog and dense, and v is never
+# masked, so masking q, k or the scores changes the values of p but not the number of p v accumulates
+# (N per v spike). Later blocks' p v can still move, because masking changes the spikes upstream of
+# their v.
+#
 # The masked sites only feed q k^T and the softmax, a small share of this model's work; most
 # SOPs come from the spikes entering the qkv projection (`shortcut1_if`, fan-out 3C) and the MLP
 # (`shortcut2_if`, fan-out 4C, and `fc1_if`), which the published sites do not touch. (The paper's

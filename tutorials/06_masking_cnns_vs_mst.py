@@ -8,13 +8,21 @@
 # ---
 
 # %% [markdown]
-# # 07 - The poster's masking table: why masking costs the CNNs and not MST
+# # 06 - The poster's masking table: why masking costs the CNNs and not MST
 #
 # The MST poster's Random Spike Masking table: dropping 75% of the spikes costs the QCFS-converted
 # ResNet-18 and VGG-16 14-16 points of accuracy, and MST nothing, while cutting MST's "power" to
 # x0.74. This tutorial rebuilds that comparison on Fashion-MNIST with the six models shipped in
 # `data/` (each family trained without masking and with p = 0.75) and looks at why it comes out
-# the way it does:
+# the way it does. It continues tutorial 05 (RSM at the sites of MST) with two more model families.
+#
+# **The QCFS CNNs.** ResNet-18 and VGG-16 are the convolutional baselines of the QCFS paper (Bu et al.,
+# "Optimal ANN-SNN conversion for high-accuracy and ultra-low-latency spiking neural networks", ICLR
+# 2022), which the MST paper also compares against: every ReLU is a QCFS activation with its own
+# learned lambda (tutorial 01), every site becomes an IF neuron in the SNN, and a spike entering a
+# convolution costs one accumulate per weight it reaches (section 2). docs/qcfs_cnn.md describes their
+# layout and checkpoint format; the shipped ones are small (widths 8 to 64) and trained on
+# Fashion-MNIST padded to 32 x 32.
 #
 # 1. masking at a CNN site by hand: spikes fired, spikes delivered;
 # 2. what one spike costs in a convolution, by hand, borders included;
@@ -23,7 +31,7 @@
 # 5. where the models look as p grows: the spike density of a late layer at one time step.
 #
 # `mst-ref rsm-table` and `mst-ref rsm-regions` run the same code on as many images as you like;
-# README's table comes from them. Sizes here are small (24 images, T = 16, one mask seed) so that
+# docs/masking_table.md's table comes from them. Sizes here are small (24 images, T = 16, one mask seed) so that
 # the file runs in well under a minute on two cores. PNGs go to `$MST_TUTORIAL_OUT` (default
 # `tutorial_out/`).
 
@@ -110,8 +118,18 @@ assert fan_lib[site] < 9 * resnet.config.widths[1]
 # ## 3. The table
 #
 # Six models: MST, ResNet-18 and VGG-16, each trained without masking (masked only here, at
-# evaluation) and trained with p = 0.75. MST is masked at the paper's sites (q, k, attention scores
-# and the MLP input); the CNNs at every site, since every site feeds a convolution or a linear layer.
+# evaluation) and trained with p = 0.75. MST is masked at the paper's sites (`mask_sites="paper"`: q, k,
+# attention scores and the MLP input `shortcut2_if`), and its masked model is
+# `mst_fashion_rsm75_paper.pth`, fine-tuned with p = 0.75 at those sites from `mst_fashion_rsm75.pth`
+# (tutorial 05's model, trained at the published sites q, k, scores). The CNNs are masked at every site,
+# since every site feeds a convolution or a linear layer; `vgg16_fashion_rsm75.pth` was trained with the
+# rescaled mask (kept spikes divided by 1 - p, tutorial 05 section 3) and is run that way, the ResNet
+# without rescaling (`model.trained_mask_rescale` says which).
+#
+# Two helpers of `mst_ref.analysis.rsm_table` do the bookkeeping: a `RowSpec` names one model of the
+# table (label, model, the p it was trained with, its masked sites, whether it rescales), and
+# `measure_ratios(spec, batches, T, ratios, seeds)` runs its SNN at each p on the same images (one SNN
+# run per p and mask seed) and returns the counts that `table_rows` turns into the rows below.
 # Each row is one SNN run of T = 16 steps on the same 24 sample images; fired and delivered are
 # spikes per image, SOPs and energy per image, and every "x" column is the ratio against p = 0 of
 # the same model.
@@ -169,10 +187,15 @@ plots.line_chart_png(OUT / "06_energy_vs_p.png", RATIOS, energy_x,
 #
 # A mask saves the SOPs of the layers its spikes feed, and only those. In a CNN every site is
 # masked, so every SOP is exposed to masking - and so is every layer's input, which is why a
-# CNN that was not trained for it falls apart. In MST the masked sites feed q k^T, the attention
-# scores' bias add and p v (q, k, scores) and fc1 (the MLP input); the qkv, proj and fc2 inputs and the
-# residual stream are never masked. The share of each model's SOPs (at p = 0) that the masked sites
-# account for:
+# CNN that was not trained for it falls apart. In MST the masked sites feed q k^T (q, k), the
+# scores' bias add (the scores) and fc1 (the MLP input); the qkv, proj and fc2 inputs, v and the
+# residual stream are never masked.
+#
+# **The work behind the masked sites** is defined as in tutorial 05: the masked sites' own spikes times
+# their fan-out, plus the q k^T spike pairs of every block whose q or k is masked. The p v products are
+# not part of it: p (the softmax output) is dense and v is never masked, so a mask at q, k or the
+# scores cannot lower p v's count of accumulates (N per v spike). The share of each model's SOPs
+# (at p = 0) behind the masked sites, with p v's share printed beside it:
 
 # %%
 for name in ("mst_fashion_rsm75_paper.pth", "resnet18_fashion_rsm75.pth"):
@@ -180,12 +203,18 @@ for name in ("mst_fashion_rsm75_paper.pth", "resnet18_fashion_rsm75.pth"):
     res = model.snn_forward(x, T)
     masked_sites = set(model.masker(0.75, np.random.default_rng(0), spec.mask_sites).ratios)
     by_site = res.sops_by_site
-    fed = sum(v for k, v in by_site.items() if k in masked_sites or k.rsplit(".", 1)[-1] in ("qk", "pv"))
-    share = fed / sum(by_site.values())
-    print(f"{spec.label}: {len(masked_sites)} of {len(model.site_names)} sites masked; they (and the products "
-          f"they feed) carry {100 * share:.1f}% of the SOPs")
+    qk_blocks = {k.rsplit(".attn.", 1)[0] for k in masked_sites if k.endswith(("attn.q_if", "attn.k_if"))}
+    # work behind the masked sites = sum over masked sites of spikes x fan-out + q k^T pairs of those blocks
+    fed = sum(by_site[k] for k in masked_sites) + sum(by_site[f"{b}.attn.qk"] for b in qk_blocks)
+    total = sum(by_site.values())
+    share, pv_share = fed / total, sum(v for k, v in by_site.items() if k.endswith("attn.pv")) / total
+    print(f"{spec.label}: {len(masked_sites)} of {len(model.site_names)} sites masked; the work behind them is "
+          f"{100 * share:.1f}% of the SOPs (p v, not behind them: {100 * pv_share:.1f}%)")
     if spec.label != "MST":
         assert share == 1.0
+    else:
+        mst_share = share
+assert 0.2 < mst_share < 0.6  # MST: a minority of the work can be removed by masking at the paper's sites
 
 # %% [markdown]
 # ## 5. Where the models look, as p grows
@@ -194,15 +223,18 @@ for name in ("mst_fashion_rsm75_paper.pth", "resnet18_fashion_rsm75.pth"):
 # time step". Here: the spike density of a late layer at step t = 8 (the fraction of its channels
 # spiking at each position), each map divided by its maximum, for p = 0, 0.5 and 0.75, overlaid on
 # the image, and the correlation of the p = 0.75 map with the p = 0 map. MST's late tokens keep much
-# of their layout; the CNN's map is reshuffled by the masks (`mst-ref rsm-regions` measures this on more
-# images: README).
+# of their layout; the CNN's map is reshuffled by the masks (`mst-ref rsm-regions` measures this on 16
+# test images: docs/masking_table.md). `spike_density(model, x, t, p, seed, sites, rescale)` runs the
+# SNN for t steps with masks drawn from `seed` (0 here) and returns, per image, the fraction of the
+# late site's channels that spiked at step t at each position.
 
 # %%
 t_show, n_img = 8, 2
 imgs, heats, labels, corr = [], [], [], {}
 for name in ("mst_fashion_rsm75_paper.pth", "resnet18_fashion_rsm75.pth"):
     model, x, spec, config = loaded[name]
-    maps = [spike_density(model, x[:n_img], t_show, p, 0, spec.mask_sites, spec.mask_rescale) for p in RATIOS]
+    maps = [spike_density(model, x[:n_img], t_show, p, seed=0, sites=spec.mask_sites, rescale=spec.mask_rescale)
+            for p in RATIOS]
     pad = int(config.get("pad", 0))
     corr[spec.label] = np.mean([map_correlation(maps[0][b], maps[2][b]) for b in range(n_img)])
     for b in range(n_img):
