@@ -22,7 +22,8 @@
 # 4. two ways to simulate: layer by layer (all T steps at once) and step by step (all layers at
 #    once per step) give the same numbers, on a toy stack and on a whole MST;
 # 5. how the error of a stack of IF layers shrinks with T, and why deeper layers miss by more
-#    than one neuron's bound lambda/(2T) (though still by O(1/T)).
+#    than one neuron's bound lambda/(2T) (though still by O(1/T));
+# 6. why random masks (fresh at every step) slow that rate to 1/sqrt(T).
 #
 # Run it as `python tutorials/02_converting_layers.py`; pictures go to `$MST_TUTORIAL_OUT`
 # (default `tutorial_out/` under the current folder).
@@ -38,6 +39,7 @@ from mst_ref import plots
 from mst_ref.nn.layers import batch_norm, layer_norm, linear, patch_embed
 from mst_ref.nn.merging import merge_tokens, patch_merging
 from mst_ref.models.mst import MST, MSTConfig
+from mst_ref.engine.masking import rsm
 from mst_ref.engine.modes import Mode
 from mst_ref.core.neurons import if_neuron, spike_counts
 from mst_ref.core.qcfs import clip_activation, qcfs
@@ -303,8 +305,19 @@ print("all three equal (max difference 0.0)")
 #   (tutorial 01), and the worst neuron reaches the bound.
 # * **Deeper layers** see weighted sums of spikes, which fluctuate and can be negative:
 #   unevenness. The bound no longer holds, and the errors of earlier layers add to their own. The
-#   error still falls like 1/T: with a bounded fluctuating input the membrane stays bounded, so the
-#   spike count is T times the mean input up to a bounded remainder. It is just a few times larger.
+#   error still falls like 1/T, a few times larger, and the reason is worth stating exactly. An IF
+#   neuron's membrane after t steps is v_t = v_0 + X_t - lambda n_t, with X_t the running sum of its
+#   input and n_t its spike count. A fluctuating input does not keep the membrane bounded in
+#   general: a mean input m below 0 drifts it down without bound (the neuron falls silent), one
+#   above lambda drifts it up (the neuron fires every step). What holds is: **if the input's running
+#   sum is X_t = t m + O(1), then n_t = t clip(m, 0, lambda) / lambda + O(1)**, so the mean output
+#   is clip(m, 0, lambda) + O(1/t). Here every upstream train comes from a deterministic IF neuron
+#   whose running sum is t x (its rate) + O(1), so each layer's weighted running sum is again
+#   t m + O(1), and the 1/T rate carries down the stack (with a constant that grows with depth).
+# * **Independent fluctuations break the 1/T rate.** If the input changes randomly from step to step
+#   (fresh random spike masks at every step, tutorial 05), its running sum deviates from t m like a
+#   random walk, by about sqrt(t), and the mean output's error falls only like 1/sqrt(T). Section 6
+#   measures both rates.
 #
 # One multi-step run of T = 1024 steps gives every shorter T too: the mean output after t steps is
 # the running sum divided by t. The plot shows log10 of the largest absolute error.
@@ -346,5 +359,40 @@ png = plots.line_chart_png(OUT / "02_error_vs_T.png", Ts, series,
                            "IF stack: max |SNN mean output - clip ANN| per layer vs T",
                            "time steps T (log scale)", "log10 of the max absolute error (units of lambda = 1)",
                            logx=True, dashed={"lambda/(2T) (one neuron's bound)"})
+print("wrote", png)
+
+# %% [markdown]
+# ## 6. Deterministic trains give 1/T, random masks give 1/sqrt(T)
+#
+# Take layer 1's spike trains from section 5 and feed layer 2 with them twice: as they are, and after
+# Random Spike Masking with p = 0.5 and the unbiased rescale (`rsm(..., rescale=True)`: each spike is
+# kept with probability 1/2 and doubled, so the expected input is unchanged, tutorial 05 section 3),
+# with a fresh mask at every step. The reference is the same in both cases, the clip ANN's layer 2.
+# We measure the root-mean-square error over all 64 x 32 neurons (the RMS averages the noise; the
+# maximum of section 5 follows one unlucky neuron), and fit the slope of log(error) against log(T)
+# for T >= 16.
+
+# %%
+h1 = if_neuron(layers[0].linear(np.broadcast_to(x, (T_max, *x.shape))), lam)  # (T, B, 32) layer 1's spikes
+a2 = clip_activation(layers[1].linear(clip_activation(layers[0].linear(x), lam)), lam)  # (B, 32) clip ANN
+inputs = {"deterministic trains": h1,
+          "RSM p = 0.5, rescaled": rsm(h1, 0.5, np.random.default_rng(7), rescale=True)}  # (T, B, 32) each
+rms, slopes = {}, {}
+for name, spikes_in in inputs.items():
+    h2 = if_neuron(layers[1].linear(spikes_in), lam)  # (T, B, 32) layer 2's spikes
+    mean_t = np.cumsum(h2, axis=0) / np.arange(1, T_max + 1)[:, None, None]  # (T, B, 32)
+    rms[name] = np.array([np.sqrt(np.mean((mean_t[t - 1] - a2) ** 2)) for t in Ts])  # (11,)
+    # error ~ c T^slope: slope -1 for 1/T, -1/2 for 1/sqrt(T)
+    slopes[name] = np.polyfit(np.log(Ts[4:]), np.log(rms[name][4:]), 1)[0]
+print("RMS |layer-2 mean output - clip ANN|, times T and times sqrt(T):")
+for name, e in rms.items():
+    print(f"  {name}: slope {slopes[name]:+.2f}")
+    for i in (4, 6, 8, 10):
+        print(f"    T = {Ts[i]:4d}: {e[i]:.5f}   x T = {e[i] * Ts[i]:7.3f}   x sqrt(T) = {e[i] * np.sqrt(Ts[i]):.3f}")
+assert -1.1 < slopes["deterministic trains"] < -0.9  # 1/T
+assert -0.65 < slopes["RSM p = 0.5, rescaled"] < -0.35  # 1/sqrt(T)
+png = plots.line_chart_png(OUT / "02_rsm_error_vs_T.png", Ts, {n: np.log10(e) for n, e in rms.items()},
+                           "Layer 2 of the IF stack: RMS error vs T, deterministic vs randomly masked input",
+                           "time steps T (log scale)", "log10 of the RMS error (units of lambda = 1)", logx=True)
 print("wrote", png)
 print("tutorial 02 done")
