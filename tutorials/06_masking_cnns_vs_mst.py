@@ -126,7 +126,7 @@ assert fan_lib[site] < 9 * resnet.config.widths[1]
 # rescaled mask (kept spikes divided by 1 - p, tutorial 05 section 3) and is run that way, the ResNet
 # without rescaling (`model.trained_mask_rescale` says which).
 #
-# Two helpers of `mst_ref.analysis.rsm_table` do the bookkeeping: a `RowSpec` names one model of the
+# Two functions of `mst_ref.analysis.rsm_table` do the bookkeeping: a `RowSpec` names one model of the
 # table (label, model, the p it was trained with, its masked sites, whether it rescales), and
 # `measure_ratios(spec, batches, T, ratios, seeds)` runs its SNN at each p on the same images (one SNN
 # run per p and mask seed) and returns the counts that `table_rows` turns into the rows below.
