@@ -12,6 +12,7 @@ kernel                         readable twin
 :func:`site_scan`              :func:`mst_ref.core.neurons.site_scan_reference`
 :func:`window_attention_scan`  :func:`mst_ref.nn.attention.window_attention_scan_reference`
 :func:`conv2d_events`          :func:`mst_ref.nn.conv.conv2d_events_reference`
+:func:`spike_linear`           :func:`mst_ref.nn.spike_products.spike_linear_reference`
 =============================  ==================================================================
 
 Kernels take and return plain contiguous arrays and do no argument checking: the public wrappers
@@ -32,7 +33,8 @@ import numba
 import numpy as np
 from numba import prange
 
-__all__ = ["njit", "if_scan", "multilevel_scan", "site_scan", "window_attention_scan", "conv2d_events"]
+__all__ = ["njit", "if_scan", "multilevel_scan", "site_scan", "window_attention_scan", "conv2d_events",
+           "spike_linear"]
 
 njit = partial(numba.njit, cache=True, nogil=True)
 
@@ -597,4 +599,64 @@ def conv2d_events(x, w, stride, padding, ho, wo, bias, scale, shift, out):
                             y = y * scale[o]
                             y = y + shift[o]
                         out[s, i, j, o] = y
+    return out
+
+
+# Rows of one parallel work item of spike_linear (rows of one step; a step's rows are split into these).
+_EVENT_ROWS = 64
+
+
+@njit(parallel=True)
+def spike_linear(x, wt, steps, out):
+    """Event-driven ``x W^T`` for inputs that are mostly zero (spikes): each nonzero input adds its weight row.
+
+    Readable NumPy twin: :func:`mst_ref.nn.spike_products.spike_linear_reference` (same signature, same bits).
+
+    Parameters
+    ----------
+    x : (T, R, K) C-contiguous ndarray of float32 or float64
+        Inputs of R rows at T steps: spikes (0 or lambda * gain), or any mostly-zero array.
+    wt : (K, Cout) C-contiguous ndarray, x's dtype
+        The transposed weight ``W^T``: row k is what an input of 1 on channel k adds.
+    steps : (T,) bool ndarray
+        The steps to compute here; the other steps of ``out`` are left untouched (the caller computes
+        them densely).
+    out : (T, R, Cout) ndarray, x's dtype
+        Receives ``x[t] W^T`` at the chosen steps.
+
+    Notes
+    -----
+    .. math:: y_{r,:} = \\sum_{k:\\, x_{rk} \\ne 0} x_{rk}\\, W^T_{k,:}
+
+    the terms added in the order of k, from +0 (a spike of lambda adds lambda times the row; a masked
+    or silent input is a skipped row: the work is the synaptic operations, nnz(x) * Cout additions).
+    Per row, the nonzero channels are gathered first (a branch-free pass), then their weight rows are
+    added into the output row, which stays in L1 cache. Parallel over blocks of rows of all chosen steps.
+    """
+    T, R, K = x.shape
+    cout = wt.shape[1]
+    per_step = (R + _EVENT_ROWS - 1) // _EVENT_ROWS
+    chosen = np.nonzero(steps)[0]
+    for item in prange(chosen.size * per_step):
+        t = chosen[item // per_step]
+        r0 = (item % per_step) * _EVENT_ROWS
+        r1 = min(r0 + _EVENT_ROWS, R)
+        idx = np.empty(K, dtype=np.int64)
+        for r in range(r0, r1):
+            xr = x[t, r]  # (K,)
+            yr = out[t, r]  # (Cout,) view: writes go to out
+            # the nonzero channels of the row, in order of k
+            n = 0
+            for k in range(K):
+                idx[n] = k
+                n += xr[k] != 0
+            for c in range(cout):
+                yr[c] = 0
+            # y_r += x_rk W^T_k for each nonzero x_rk
+            for j in range(n):
+                k = idx[j]
+                val = xr[k]
+                wk = wt[k]  # (Cout,)
+                for c in range(cout):
+                    yr[c] += val * wk[c]
     return out

@@ -36,6 +36,7 @@ pool that sleeps between products (:func:`_gemm`). :func:`mst_ref.threads.limit_
 to one thread unless asked otherwise).
 """
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -45,6 +46,7 @@ from ..core import kernels
 from ..nn.attention import softmax_tables
 from ..nn.layers import batch_norm, bn_affine, bn_params, head, layer_norm, patch_embed
 from ..nn.merging import merge_tokens
+from ..nn.spike_products import event_steps
 from ..threads import kernel_threads
 from ..nn.windows import relative_position_bias, window_order
 
@@ -54,6 +56,10 @@ _NONE = {}  # (ndim, dtype) -> a zero-size array, the kernels' "absent"
 _POOL = {}  # threads -> the thread pool of _gemm's row blocks
 _SPLIT_ROWS = 64  # rows per block at least, and
 _SPLIT_WORK = 2**22  # multiply-adds per step at least, before _gemm splits a product over threads
+# Spike density (nonzero inputs / inputs of a step) below which a product fed by spikes is computed
+# event-driven (kernels.spike_linear) rather than dense: measured on a two-core machine,
+# benchmarks/bench_sparse.py (docs/performance.md).
+CROSSOVER = 0.2
 
 
 def supports(mode):
@@ -110,6 +116,46 @@ def _gemm(x, weight):
             for a, b in zip(bounds[:-1], bounds[1:])]
     for job in jobs:
         job.result()
+    return out
+
+
+def products():
+    """How the fast path computes the products fed by spikes: ``MST_REF_PRODUCTS`` if set, else "auto".
+
+    "auto": per product and step, event-driven where the step's density of nonzero inputs is below
+    :data:`CROSSOVER`, dense (BLAS) above; "events": always event-driven; "dense": always BLAS (the fast
+    path as it was before event-driven products, kept as the baseline of benchmarks/bench_snn.py).
+    """
+    value = os.environ.get("MST_REF_PRODUCTS", "auto").strip() or "auto"
+    if value not in ("auto", "events", "dense"):
+        raise ValueError(f"MST_REF_PRODUCTS must be auto, events or dense; got {value!r}")
+    return value
+
+
+def _spike_product(mode, x, weight, key):
+    """x W^T for inputs x (T, R, K) that are spikes: event-driven at sparse steps, BLAS at dense ones.
+
+    Each step is computed one way or the other as a whole, by its own density, so the arithmetic of a
+    step does not depend on the other steps of the call (step-by-step and chunked runs agree bit for
+    bit). ``key`` names the product; its transposed weight is kept in ``mode.state``.
+    """
+    how = products()
+    if how == "dense":
+        return _gemm(x, weight)
+    T, R, K = x.shape
+    if how == "events":
+        events = np.ones(T, dtype=bool)
+    else:
+        events, _ = event_steps(x, CROSSOVER)
+    if not events.any():
+        return _gemm(x, weight)
+    wt = mode.state.get(key)
+    if wt is None:
+        wt = mode.state[key] = np.ascontiguousarray(weight.T, dtype=x.dtype)  # (K, Cout)
+    out = np.empty((T, R, weight.shape[0]), dtype=x.dtype)  # (T, R, Cout)
+    kernels.spike_linear(x, wt, events, out)
+    for t in np.nonzero(~events)[0]:
+        out[t] = _gemm(x[t:t + 1], weight)[0]  # (R, Cout)
     return out
 
 
@@ -239,9 +285,9 @@ def _block(model, x, prefix, stage, shift, mode, batch):
     h = _site(mode, f"{prefix}.shortcut1_if", x, s[f"{prefix}.shortcut1_if.up"], grid_shape,
               bn=bn_params(s, f"{prefix}.norm1"))
     # window attention (roll and partition inside the kernel), then Q[proj_if](o W^T + b) in window order
-    g = _gemm(h, s[f"{prefix}.attn.qkv.weight"])  # (T, B*N, 3C)
+    g = _spike_product(mode, h, s[f"{prefix}.attn.qkv.weight"], f"{prefix}.attn.qkv.wt")  # (T, B*N, 3C)
     o = _attention(mode, s, prefix, g, stage, shift, batch)  # (T, B*nW*Ws*Ws, C)
-    g = _gemm(o, s[f"{prefix}.attn.proj.weight"])  # (T, B*nW*Ws*Ws, C)
+    g = _spike_product(mode, o, s[f"{prefix}.attn.proj.weight"], f"{prefix}.attn.proj.wt")  # (T, B*nW*Ws*Ws, C)
     h = _site(mode, f"{prefix}.attn.proj_if", g, s[f"{prefix}.attn.proj_if.up"], win_shape,
               bias=s[f"{prefix}.attn.proj.bias"])
     # x = BN[norm2](x + reverse(h)) ; m = Q[shortcut2_if](x)   (reverse + roll: a row gather)
@@ -250,10 +296,10 @@ def _block(model, x, prefix, stage, shift, mode, batch):
                  add_rows=rows, bn=bn_params(s, f"{prefix}.norm2"), pre=True)
     # x = x + Q[fc2_if](Linear[fc2](Q[fc1_if](Linear[fc1](m))))   ([BN] after each linear if present)
     mlp_norm = model.config.mlp_norm
-    g = _gemm(m, s[f"{prefix}.mlp.fc1.weight"])  # (T, B*N, rC)
+    g = _spike_product(mode, m, s[f"{prefix}.mlp.fc1.weight"], f"{prefix}.mlp.fc1.wt")  # (T, B*N, rC)
     f = _site(mode, f"{prefix}.mlp.fc1_if", g, s[f"{prefix}.mlp.fc1_if.up"], (batch, L, stage.hidden),
               bias=s[f"{prefix}.mlp.fc1.bias"], bn=bn_params(s, f"{prefix}.mlp.norm1") if mlp_norm else None)
-    g = _gemm(f, s[f"{prefix}.mlp.fc2.weight"])  # (T, B*N, C)
+    g = _spike_product(mode, f, s[f"{prefix}.mlp.fc2.weight"], f"{prefix}.mlp.fc2.wt")  # (T, B*N, C)
     _site(mode, f"{prefix}.mlp.fc2_if", g, s[f"{prefix}.mlp.fc2_if.up"], grid_shape,
           bias=s[f"{prefix}.mlp.fc2.bias"], bn=bn_params(s, f"{prefix}.mlp.norm2") if mlp_norm else None,
           post=x, out=False)
