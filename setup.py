@@ -12,6 +12,9 @@ EXTRAS = {
     "test": ["pytest", "hypothesis", "safetensors"],
     "torch": ["torch"],  # reference/ (PyTorch definition of the model, training); mst_ref never imports it
     "safetensors": ["safetensors"],
+    # the documentation site (docs/conf.py): Sphinx with the scientific-Python set, since hand-written
+    # HTML would neither render the numpydoc docstrings nor run the tutorials to show their figures
+    "docs": ["sphinx", "sphinx-gallery", "myst-parser", "numpydoc", "pydata-sphinx-theme"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
@@ -31,7 +34,7 @@ setup(
                   "mst_ref.shipped": ["*.pth", "*.npz", "*.md", "*.json", "*.log"]},
     exclude_package_data={"mst_ref.shipped": ["*.py"]},
     include_package_data=False,
-    zip_safe=False,  # numba's cache=True writes compiled kernels next to mst_ref/kernels.py
+    zip_safe=False,  # numba's cache=True writes compiled kernels next to mst_ref/core/kernels.py
     # threadpoolctl: mst_ref.threads sets the BLAS thread count at run time (--threads), which the
     # OPENBLAS_NUM_THREADS variable, read once when NumPy loads, cannot
     install_requires=["numpy", "scipy", "numba", "pillow", "threadpoolctl"],

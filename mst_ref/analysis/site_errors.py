@@ -161,7 +161,7 @@ class SiteErrors:
     levels: int = 16  # L of the reference QCFS
 
     def parts(self, column=-1):
-        """dict part name -> (R,) mean |part| at one column, in :data:`PARTS` order."""
+        """dict part name -> (R,) mean \\|part\\| at one column, in :data:`PARTS` order."""
         return {"unevenness": self.unevenness[:, column],
                 "time_quantization": self.time_quantization[:, column],
                 "propagated": self.propagated[:, column],
@@ -204,8 +204,8 @@ def site_errors(model, images, timesteps=(1, 2, 4, 8, 16, 32), compensation="non
     At a site with threshold lambda, for one neuron: z is its ANN input, a = qcfs_L(z) its ANN
     activation (clip(z, 0, lambda) when ``quantize=False``); x_t its SNN input at step t and
     :math:`\\bar x = \\frac1T \\sum_t x_t`; s_t its SNN output after RSM and
-    :math:`r = \\frac1T \\sum_t s_t` (rate x lambda). The error e = r - a is reported as mean |e|,
-    ||e|| / ||a|| and the correlation of r with a, and it splits exactly into four parts:
+    :math:`r = \\frac1T \\sum_t s_t` (rate x lambda). The error e = r - a is reported as mean \\|e\\|,
+    \\|\\|e\\|\\| / \\|\\|a\\|\\| and the correlation of r with a, and it splits exactly into four parts:
 
     .. math:: r - a = \\underbrace{r - q_T(\\bar x)}_{\\text{unevenness}}
               + \\underbrace{q_T(\\bar x) - c(\\bar x)}_{\\text{time quantization}}
@@ -220,7 +220,7 @@ def site_errors(model, images, timesteps=(1, 2, 4, 8, 16, 32), compensation="non
       membranes, :math:`(v_T^{even} - v_T) / T`. With RSM it also holds the masked spikes.
     - time quantization: the rate has only T + 1 values; :math:`|.| \\le \\lambda / (2T)`.
     - propagated: the error of the site's mean input passed through the clip. ``input_error`` =
-      mean :math:`|\\bar x - z|` (>= |propagated|) is that input error itself: the errors of upstream
+      mean :math:`|\\bar x - z|` (>= \\|propagated\\|) is that input error itself: the errors of upstream
       sites carried by the affine layers, plus what softmax, LayerNorm and the q k^T, p v products
       acting per step add upstream (they do not commute with the mean over time:
       :func:`commutation_check`). In the faithful SNN it does not vanish as T grows; with expectation
@@ -318,7 +318,7 @@ def commutation_error(f, *trains):
     Parameters
     ----------
     f : callable
-        The op; f(*inputs of one step), broadcasting over leading axes.
+        The op; ``f(*inputs)`` of one step's inputs, broadcasting over leading axes.
     *trains : (T, ...) ndarrays
         Its inputs at each step.
 

@@ -1,7 +1,7 @@
 """The integrate-and-fire (IF) neuron: the SNN twin of a QCFS site.
 
 One IF neuron replaces each QCFS activation, with the same threshold lambda (docs/mst.md section 2; the
-conversion of Bu et al., ICLR 2022, as run by the official MST code's ``snn_validate``):
+conversion of Bu et al., ICLR 2022, as run by the official MST code's ``snn_validate``)::
 
     before step 1:  v = lambda / 2                  (pre-charge; cannot fire)
     each step t:    v = v + x_t
@@ -22,7 +22,7 @@ differently, so compare against it with a tolerance (docs/mst.md section 9). Her
 
 Neurons for fewer time steps (not in the published code; :func:`multilevel_neuron_reference`, Numba
 twin :func:`mst_ref.core.kernels.multilevel_scan`). One recurrence covers three kinds, with K spikes of
-lambda / K allowed per step and, for a signed neuron, negative spikes that take back earlier ones:
+lambda / K allowed per step and, for a signed neuron, negative spikes that take back earlier ones::
 
     before step 1:  v = 0, n = 0                    (the + 1/2 below is the pre-charge, in units of lambda/K)
     each step t:    u = v + x_t
@@ -406,8 +406,8 @@ def multilevel_neuron_reference(x, threshold, max_spikes=1, signed=False, v=None
 
         N_t = N_{t-1} + sign(N*_t - N_{t-1}).
 
-    Hence N_t >= 0 always (the cumulative output is never negative), and if |x_t| < lambda at every step
-    then |N*_t - N*_{t-1}| <= 1, so by induction from N_0 = N*_0 = 0 the cumulative output equals
+    Hence N_t >= 0 always (the cumulative output is never negative), and if \\|x_t\\| < lambda at every step
+    then \\|N*_t - N*_{t-1}\\| <= 1, so by induction from N_0 = N*_0 = 0 the cumulative output equals
     t qcfs(X_t / t, lambda, levels=t) exactly, within lambda / 2 of clip(X_t, 0, t lambda). An IF
     neuron instead can never take a spike back: a large early input overshoots for good. Larger inputs
     can move N*_t by more than one spike per step; the neuron then closes the gap one spike per step.

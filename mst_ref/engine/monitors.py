@@ -8,15 +8,14 @@ group of neurons. A new measure is a new monitor; the model code and the mode st
 
 The hooks (a monitor overrides the ones it needs):
 
-==================  ==========================================================================
-``wants(name)``     True if the site / probe ``name``'s values must be kept (the fused path then
-                    writes them out; the readable path always has them)
-``on_site(ev)``     one call of an activation site, a :class:`SiteEvent`
-``on_probe(n, v)``  a recorded probe (``<site>.membrane``) or analog op output (``<op>.softmax``)
-``on_analog(n, y,`` one call of a non-spiking op f (softmax, LayerNorm) on inputs x, output y
-``f, x)``
-``on_product(ev)``  one call of a product of two activations, a :class:`ProductEvent`
-==================  ==========================================================================
+=========================  ===================================================================
+``wants(name)``            True if the site / probe ``name``'s values must be kept (the fused
+                           path then writes them out; the readable path always has them)
+``on_site(ev)``            one call of an activation site, a :class:`SiteEvent`
+``on_probe(n, v)``         a recorded probe (``<site>.membrane``)
+``on_analog(n, y, f, x)``  one call of a non-spiking op f (softmax, LayerNorm): inputs x, output y
+``on_product(ev)``         one call of a product of two activations, a :class:`ProductEvent`
+=========================  ===================================================================
 
 The four monitors every SNN run carries (:meth:`mst_ref.engine.network.SpikingNetwork.make_mode`):
 :class:`Recorder`, :class:`SpikeCounter`, :class:`ProductCounter`, and for the families whose spikes
@@ -49,7 +48,7 @@ def spike_events(y, unit):
     Returns
     -------
     events : (T, ...) int64 ndarray
-        |k|: a burst of k spikes is k events, a negative spike one.
+        \\|k\\|: a burst of k spikes is k events, a negative spike one.
     """
     # |k| = |y| / (lambda / K), rounded to the nearest integer
     return np.rint(np.abs(y) / unit).astype(np.int64)  # (T, ...)
@@ -74,7 +73,7 @@ def nonzero_pairs(a, b):
 
     For binary q and k this is the number of (query, key, d) triples where both spike: the
     accumulates an event-driven q k^T performs (:mod:`mst_ref.engine.energy`). Subnormal values count as
-    zero (|x| < the dtype's smallest normal number): the softmax weights across Swin's shift mask,
+    zero (\\|x\\| < the dtype's smallest normal number): the softmax weights across Swin's shift mask,
     exp(-100), are such values.
     """
     na = np.count_nonzero(_nonzero(a), axis=-2).astype(np.int64)  # (T, ..., k)

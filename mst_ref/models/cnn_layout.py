@@ -16,7 +16,7 @@ called ``up`` in the older putshua/SNN_conversion_QCFS checkpoints):
   images), then per step ``v += x_t; s = [v >= thresh]; out = s * thresh; v -= out`` (reset by
   subtraction, at most one spike per step; L plays no part) - the IF neuron of :mod:`mst_ref.engine.modes`.
 
-ResNet-18 (CIFAR variant; widths 64/128/256/512 scaled by the width multiplier):
+ResNet-18 (CIFAR variant; widths 64/128/256/512 scaled by the width multiplier)::
 
     conv1 = Conv3x3(Cin -> c0) -> BN -> IF[conv1.2]
     conv{2,3,4,5}_x: 2 BasicBlocks each, strides 1/2/2/2:

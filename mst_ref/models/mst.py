@@ -1,7 +1,7 @@
 """The Masked Spiking Transformer: one forward pass for the ANN and the SNN.
 
 Assembles the pieces in forward order (docs/mst.md section 3; official code: github
-bic-L/Masked-Spiking-Transformer, models/mst.py):
+bic-L/Masked-Spiking-Transformer, models/mst.py)::
 
     patch embed -> BN -> Q[proj_if]
     for each stage i, block j:

@@ -7,7 +7,7 @@ window borders, and masks the attention between tokens that were not neighbours 
 Everything here follows the official Swin / MST code (github bic-L/Masked-Spiking-Transformer,
 models/mst.py) and broadcasts over leading axes: the grid is ``(..., H, W, C)`` and the windows are
 ``(..., nW, N, C)`` with N = Ws * Ws, windows in row-major order of the window grid and tokens in
-row-major order inside a window. (Swin flattens batch and windows into one axis, B_ = B * nW; here they
+row-major order inside a window. (Swin flattens batch and windows into one axis, ``B_ = B * nW``; here they
 stay two axes, which is the same memory order.)
 """
 
