@@ -184,7 +184,9 @@ assert err == 0.0
 #
 # The score spikes a_t jump between 0 and lambda from step to step; each step's softmax sees those
 # jumps, and the average of the results differs from the softmax of the average, however large T
-# grows (a Jensen gap). Products have the same problem: the mean of q_t k_t^T is the product of
+# grows. (This is the gap that Jensen's inequality bounds for a convex function; softmax is neither
+# convex nor concave, so here the gap has no fixed sign, and the name only means "mean of f minus f of
+# the mean".) Products have the same problem: the mean of q_t k_t^T is the product of
 # the means *plus* their covariance over time. Both, on the toy window:
 
 # %%
@@ -218,7 +220,9 @@ for T_demo in (2, 2000):
 # %% [markdown]
 # ## 5. Expectation compensation (beyond the published code)
 #
-# The fix (in the spirit of ECMT; docs/mst.md section 8) makes each non-affine operation emit, at
+# The fix (in the spirit of the expectation compensation module of ECMT, "Expectation Compensation
+# Module and Multi-Threshold neurons": Huang et al., "Towards High-performance Spiking Transformers
+# from ANN to SNN Conversion", ACM Multimedia 2024; docs/mst.md section 8) makes each non-affine operation emit, at
 # step t, the *increment* of t times the operation of the running mean of its input. With
 # X_t = x_1 + ... + x_t,
 #
@@ -245,6 +249,9 @@ def expect_product(a, b):
     return np.diff(P, axis=0, prepend=0)  # y_t = P_t - P_{t-1}
 
 
+# The library's versions take a third argument, a `Carry`: what the op keeps from one chunk of steps to
+# the next (steps done, running sums of its inputs, its cumulative output), so that a run split into
+# chunks of time gives the same numbers; `Carry()` is the empty state before step 1.
 y_soft = expect_op(softmax, a_snn + bias)  # (T, nH, N, N)
 y_prod = expect_product(qs, ks.swapaxes(-1, -2))  # (T, nH, N, N)
 print("compensated softmax outputs y_t, head 0 (T, N, N):\n", y_soft[:, 0])
@@ -324,10 +331,18 @@ print("wrote", png)
 # the prediction after t steps is the argmax of the cumulative logits) and compare with the ANN.
 # Kept small so that the tutorial runs in seconds; the `mst-ref` command line runs the full sample.
 #
-# On these images the compensated SNN reaches the ANN's accuracy by T = 16 and stays within two
-# images of it, while the faithful one stays below it; at T = 32 the compensated mean logits are
-# about three times closer to the clip ANN's. Compensation converges like 1/T, so at T = 32 it is
-# not yet exact.
+# Three names from tutorial 04, which derives them: `load_checkpoint(path)` builds the model from a
+# `.pth` file; an SNN run's `predictions`, shape (T, B), is the class predicted after each step t
+# (the argmax of the head's outputs summed over steps 1..t), and its `mean_logits`, shape (T, B, K),
+# is that sum divided by t.
+#
+# **How much can 64 images tell?** One image is 1.6 points, and the standard error of an accuracy
+# a on n images is sqrt(a (1 - a) / n), about 3.7 points near 90 %. The accuracies below therefore
+# cannot rank the faithful and the compensated SNN: on this sample the compensated one is ahead at
+# T = 16, but on 200 images (docs/convergence.md) the faithful one is ahead at T = 16. What the sample
+# does show beyond its noise: both rise from T = 1, and at T = 32 the compensated mean logits are
+# about three times closer to the clip ANN's, a per-image measure that does not hinge on a few
+# images near a decision boundary. Compensation converges like 1/T, so at T = 32 it is not yet exact.
 
 # %%
 n_images, T_max = 64, 32
@@ -352,10 +367,13 @@ print(f"relative logit error vs the clip-ANN at T = {T_max}: faithful {logit_err
       f"compensated {logit_err['expectation']:.3f}")
 assert acc_ann > 0.8 and acc_clip > 0.8  # the trained model works (92% on the whole 1000-image sample)
 assert logit_err["expectation"] < logit_err["none"] / 2.5  # compensation brings the logits ~3x closer
-assert acc["expectation"][15] >= acc_ann and acc_ann - acc["expectation"][15:].min() <= 2 / n_images + 1e-9
-assert acc["none"][15:].max() < acc_ann  # the faithful SNN stays below the ANN
-assert acc["expectation"][-1] >= acc["none"][-1]  # and, on these images, the accuracy too
-assert acc["none"][-1] > acc["none"][0] and acc["expectation"][-1] > acc["expectation"][0]  # more steps help
+se = {name: np.sqrt(a[-1] * (1 - a[-1]) / n_images) for name, a in acc.items()}  # standard error at T = 32
+print(f"standard error of the accuracy at T = {T_max}: faithful {se['none']:.3f}, compensated {se['expectation']:.3f}"
+      f"; difference compensated - faithful {acc['expectation'][-1] - acc['none'][-1]:+.3f}")
+# at T >= 16 both SNNs are within 3 standard errors (about 11 points) of the ANN; no ordering is asserted
+assert all(np.all(np.abs(acc[name][15:] - acc_ann) <= 3 * np.sqrt(acc_ann * (1 - acc_ann) / n_images))
+           for name in acc)
+assert acc["none"][-1] > acc["none"][0] + 0.2 and acc["expectation"][-1] > acc["expectation"][0] + 0.2  # steps help
 Ts = np.arange(1, T_max + 1)
 png = plots.line_chart_png(OUT / "03_accuracy_vs_T_shipped.png", Ts,
                            {"SNN, faithful": 100 * acc["none"], "SNN, compensated": 100 * acc["expectation"],

@@ -140,9 +140,13 @@ def qcfs_clamp_first(x, threshold, levels=8):
     -----
     .. math:: y = \\lambda \\, \\lfloor \\mathrm{clip}(x / \\lambda, 0, 1) L + 1/2 \\rfloor / L
 
-    The same function as :func:`qcfs` (clipping before or after the floor gives the same grid), but
-    the floating-point operations come in another order: ``x / lambda * L`` here, ``x * L / lambda`` in
-    MST. At a level boundary the two can round to neighbouring levels, so each family uses its own.
+    The same function as :func:`qcfs` in exact arithmetic (clipping before or after the floor gives
+    the same grid), but the published QCFS code divides first, ``x / lambda`` then times L, where MST
+    computes ``x * L / lambda``. When L is a power of two the two orders agree bit for bit (scaling by
+    2^k is exact, so both round the same real number once); for other L (3, 5, 6, 7, 10, 12, ...) an
+    input within a few ulps of a level boundary lambda (k + 1/2) / L can land one level apart
+    (``tests/test_qcfs_order.py`` checks both statements at every boundary, in float32 and float64).
+    Each family uses its own order.
     """
     x = _as_float_array(x, "x")
     lam = _as_threshold(threshold, x.dtype)
