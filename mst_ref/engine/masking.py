@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .mask_streams import ImageSeeds
+from .mask_policies import MaskPolicy
 
 __all__ = ["PUBLISHED_SITES", "MLP_SITE", "MASK_SITE_PRESETS", "rsm", "site_ratios", "SpikeMasker"]
 
@@ -153,12 +154,22 @@ class SpikeMasker:
         Masked site -> nonzero outputs it produced BEFORE masking, summed over the calls of
         :meth:`__call__` (the spikes its neurons fired; the layers after it receive fewer). Sites
         masked inside fused kernels (MST's fast path) are not seen here.
+    policy : MaskPolicy
+        Which spikes the uniforms drop (:mod:`mst_ref.engine.mask_policies`); the published RSM by default.
+    channel_first : bool
+        Layout of one step's site output: MST's are channels-last, the QCFS CNNs' channels-first.
+    steps, memory : dict
+        Site -> steps masked so far (a schedule's t) and the policy's state (a regular mask's counters).
     """
 
     ratios: dict = field(default_factory=dict)
     rngs: dict = field(default_factory=dict)
     rescale: bool = False
     fired: dict = field(default_factory=dict)
+    policy: MaskPolicy = field(default_factory=MaskPolicy)
+    channel_first: bool = False
+    steps: dict = field(default_factory=dict)
+    memory: dict = field(default_factory=dict)
 
     @classmethod
     def create(cls, site_names, ratio, rng, sites="published", rescale=False, presets=MASK_SITE_PRESETS):
@@ -183,10 +194,55 @@ class SpikeMasker:
         rngs = {n: np.random.default_rng(int(seed)) for n, seed in zip(site_names, seeds) if n in ratios}
         return cls(ratios, rngs, rescale)
 
-    def __call__(self, name, s):
-        """Mask the outputs ``s`` of site ``name`` (unchanged if the site is not masked)."""
+    def with_policy(self, policy=None, channel_first=False):
+        """Set the masking policy (None: the published RSM) and the family's layout; returns self."""
+        policy = MaskPolicy() if policy is None else policy
+        if not isinstance(policy, MaskPolicy):
+            raise ValueError(f"mask_policy must be a MaskPolicy (e.g. MaskPolicy('regular')); got {policy!r}")
+        policy.check(self.rescale)
+        self.policy, self.channel_first = policy, bool(channel_first)
+        return self
+
+    def __call__(self, name, s, spiking=True):
+        """Mask the outputs ``s`` of site ``name`` (unchanged if the site is not masked).
+
+        ``s`` is ``(T, B, ...)`` in the SNN (``spiking``), ``(B, ...)`` in the ANN.
+        """
         p = self.ratios.get(name, 0.0)
         if p == 0:
             return s
         self.fired[name] = self.fired.get(name, 0) + int(np.count_nonzero(s))
-        return rsm(s, p, self.rngs[name], self.rescale)
+        if self.policy.published:
+            return rsm(s, p, self.rngs[name], self.rescale)
+        out = s * self._factor(name, s, p, spiking)  # (...) dtype of s
+        if self.rescale:
+            # s * keep / (1 - p)
+            out *= self.policy.gain(p, True)
+        return out
+
+    def _factor(self, name, s, p, spiking):
+        """The policy's keep mask (or ANN scale) for this call of site ``name``; advances its step count."""
+        memory = self.memory.setdefault(name, {})
+        if p == 1 and self.policy.kind != "schedule":
+            return False
+        # the uniforms, drawn as the published RSM draws them (a regular mask needs its first step's only)
+        needs = not (self.policy.kind == "regular" and (not spiking or "phase" in memory))
+        u = self.rngs[name].random(s.shape) if needs else None  # (...) float64
+        t0 = self.steps.get(name, 0)
+        if spiking:
+            self.steps[name] = t0 + s.shape[0]
+        return self.policy.factor(s, u, p, t0, spiking, self.channel_first, memory)
+
+    def fused_uniforms(self, name, u):
+        """For fused kernels that keep a spike where ``u > p``: this call's keep mask as 1.0 / 0.0 uniforms
+        (to be used with p = 0.5), from the uniforms ``u (T, ...)`` drawn as :func:`rsm` draws them.
+
+        Not for a stateful policy (regular: the kernels would have to count each neuron's spikes).
+        """
+        if self.policy.stateful:
+            raise ValueError(f"the {self.policy.kind!r} mask policy depends on the spikes fired: run it on "
+                             "the readable path (fast=False)")
+        t0 = self.steps.get(name, 0)
+        self.steps[name] = t0 + u.shape[0]
+        keep = self.policy.factor(u, u, self.ratios[name], t0, True, self.channel_first, {})
+        return np.broadcast_to(keep, u.shape).astype(np.float64)  # (T, ...) 1.0 keep / 0.0 drop

@@ -385,7 +385,7 @@ class Mode:
                 trace = membrane_before_reset(x, y, v_before)
                 for m in self.monitors:
                     m.on_probe(probe, trace)
-        y = self.masker(name, y)
+        y = self.masker(name, y, self.spiking)
         self.observe(name, y.shape[1:] if self.spiking else y.shape, None, y, x, threshold, unit)
         return y
 

@@ -118,17 +118,19 @@ class SpikingNetwork:
             chosen.update(hits)
         return frozenset(chosen)
 
-    def masker(self, mask_ratio, rng, mask_sites=None, mask_rescale=None):
+    def masker(self, mask_ratio, rng, mask_sites=None, mask_rescale=None, mask_policy=None):
         """The :class:`~mst_ref.engine.masking.SpikeMasker` of one forward pass (child generators drawn here).
 
         ``mask_sites`` / ``mask_rescale`` None: as the model was trained (:attr:`trained_mask_sites`,
         :attr:`trained_mask_rescale`, read from the checkpoint's config; "published" and False when it
-        does not say).
+        does not say). ``mask_policy``: a :class:`~mst_ref.engine.mask_policies.MaskPolicy` (None: the
+        published RSM); the layout it needs is the family's (MST channels-last, the CNNs channels-first).
         """
         mask_sites = self.trained_mask_sites if mask_sites is None else mask_sites
         mask_rescale = self.trained_mask_rescale if mask_rescale is None else mask_rescale
-        return SpikeMasker.create(self.site_names, mask_ratio, rng, mask_sites, mask_rescale,
-                                  presets=self.mask_site_presets)
+        masker = SpikeMasker.create(self.site_names, mask_ratio, rng, mask_sites, mask_rescale,
+                                    presets=self.mask_site_presets)
+        return masker.with_policy(mask_policy, getattr(self.config, "family", "mst") != "mst")
 
     def make_mode(self, spiking, record=frozenset(), **kwargs):
         """A :class:`~mst_ref.engine.modes.Mode` for this model (its L and its QCFS), with its monitors.
@@ -150,7 +152,7 @@ class SpikingNetwork:
     # ------------------------------------------------------------------ public entry points
 
     def ann_forward(self, images, quantize=True, mask_ratio=0.0, rng=None, record=None,
-                    mask_sites=None, mask_rescale=None):
+                    mask_sites=None, mask_rescale=None, mask_policy=None):
         """The ANN: every site is QCFS (or clip).
 
         Parameters
@@ -171,6 +173,9 @@ class SpikingNetwork:
             None: the sites the model was trained with (:attr:`trained_mask_sites`).
         mask_rescale : bool or None
             Divide kept values by 1 - p; None: as the model was trained (:attr:`trained_mask_rescale`).
+        mask_policy : MaskPolicy or None
+            Which spikes RSM drops (:mod:`mst_ref.engine.mask_policies`; None: the published random one).
+            In the ANN "regular" scales by 1 - p and "schedule" is refused (no steps).
 
         Returns
         -------
@@ -179,7 +184,7 @@ class SpikingNetwork:
         """
         images = self.check_images(images)
         mode = self.make_mode(False, quantize=quantize,
-                              masker=self.masker(mask_ratio, rng, mask_sites, mask_rescale),
+                              masker=self.masker(mask_ratio, rng, mask_sites, mask_rescale, mask_policy),
                               record=self.select_sites(record))
         logits = self.forward(images, mode)  # (B, K)
         if record is None:
@@ -188,7 +193,7 @@ class SpikingNetwork:
 
     def snn_forward(self, images, timesteps, mask_ratio=0.0, rng=None, record=None, chunk=None,
                     compensation="none", mask_sites=None, mask_rescale=None, fast=True, neuron="if",
-                    burst_max=None):
+                    burst_max=None, mask_policy=None):
         """The SNN: IF neurons (or another ``neuron``), the image fed unchanged at every step (direct coding).
 
         Parameters
@@ -196,8 +201,9 @@ class SpikingNetwork:
         images : (B, in_chans, img_size, img_size) float ndarray
         timesteps : int
             T >= 1.
-        mask_ratio, rng, mask_sites, mask_rescale
-            RSM, as in :meth:`ann_forward`; masks are fresh at every step.
+        mask_ratio, rng, mask_sites, mask_rescale, mask_policy
+            RSM, as in :meth:`ann_forward`; masks are fresh at every step. Every policy runs on every path
+            (MST's fused kernels take the policy's masks; "regular" runs MST on the readable path).
         record : None, str or iterable of str
             Sites whose spike trains ``(T, B, ...)`` to keep.
         chunk : int or None
@@ -222,18 +228,18 @@ class SpikingNetwork:
         """
         timesteps = check_timesteps(timesteps, "timesteps")
         sim = self.step_simulator(images, mask_ratio, rng, compensation, record, mask_sites, mask_rescale, fast,
-                                  neuron, burst_max)
+                                  neuron, burst_max, mask_policy)
         if chunk is None:
             chunk = self.default_chunk(sim.batch_size, timesteps, sim.mode)
         return sim.run(timesteps, chunk)
 
     def step_simulator(self, images, mask_ratio=0.0, rng=None, compensation="none", record=None,
-                       mask_sites=None, mask_rescale=None, fast=True, neuron="if", burst_max=None):
+                       mask_sites=None, mask_rescale=None, fast=True, neuron="if", burst_max=None, mask_policy=None):
         """A :class:`mst_ref.engine.simulate.StepSimulator`: the SNN one step (or chunk) at a time.
 
-        ``fast``, ``neuron`` and ``burst_max`` as in :meth:`snn_forward`.
+        ``fast``, ``neuron``, ``burst_max`` and ``mask_policy`` as in :meth:`snn_forward`.
         """
         sim = StepSimulator(self, images, mask_ratio, rng, compensation, record, mask_sites, mask_rescale,
-                            neuron=neuron, burst_max=burst_max)
+                            neuron=neuron, burst_max=burst_max, mask_policy=mask_policy)
         sim.mode.fast = bool(fast)
         return sim

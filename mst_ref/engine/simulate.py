@@ -178,7 +178,7 @@ class StepSimulator:
     model : MST
     images : (B, in_chans, img_size, img_size) float ndarray
         Fed unchanged at every step (direct coding).
-    mask_ratio, rng, mask_sites, mask_rescale
+    mask_ratio, rng, mask_sites, mask_rescale, mask_policy
         RSM, as in :meth:`mst_ref.models.mst.MST.snn_forward`; the child generators are drawn from ``rng``
         here, once, so any split of the run into calls draws the same masks.
     compensation : {"none", "expectation"}
@@ -198,11 +198,11 @@ class StepSimulator:
     """
 
     def __init__(self, model, images, mask_ratio=0.0, rng=None, compensation="none", record=None,
-                 mask_sites=None, mask_rescale=None, neuron="if", burst_max=None):
+                 mask_sites=None, mask_rescale=None, neuron="if", burst_max=None, mask_policy=None):
         self.model = model
         self.images = model.check_images(images)
         self.mode = model.make_mode(True, compensation=compensation, neuron=neuron, burst_max=burst_max,
-                                    masker=model.masker(mask_ratio, rng, mask_sites, mask_rescale),
+                                    masker=model.masker(mask_ratio, rng, mask_sites, mask_rescale, mask_policy),
                                     record=model.select_sites(record))
         self._step_logits = []  # (T_chunk, B, K) per call
         self._cumulative = []  # (T_chunk, B, K) per call

@@ -64,8 +64,11 @@ CROSSOVER = 0.2
 
 def supports(mode):
     """Whether :func:`forward` can run ``mode``: a spiking mode of IF neurons, without compensation, with
-    ``fast`` on (the kernels implement the IF neuron only; other neurons take the readable path)."""
-    return mode.spiking and mode.fast and mode.compensation == "none" and mode.neuron == "if"
+    ``fast`` on (the kernels implement the IF neuron only; other neurons take the readable path), and a
+    mask policy that does not depend on the spikes fired (``regular`` takes the readable path; the other
+    policies' masks are computed from the same uniforms by the masker and handed to the kernels)."""
+    return (mode.spiking and mode.fast and mode.compensation == "none" and mode.neuron == "if"
+            and not mode.masker.policy.stateful)  # a regular mask counts each neuron's spikes: readable path
 
 
 def default_chunk(config, batch_size, dtype, timesteps, budget_bytes=2**27):
@@ -178,10 +181,14 @@ def _mask(mode, name, shape):
     p = masker.ratios.get(name, 0.0)
     if p == 0:
         return None, 0.0, 1.0
-    if p == 1:
+    if p == 1 and masker.policy.kind != "schedule":
         return None, 1.0, 0.0
     u = masker.rngs[name].random(shape)  # (T, ...) float64, in time order
-    return u, p, (1.0 / (1.0 - p) if masker.rescale else 1.0)
+    gain = 1.0 / (1.0 - p) if masker.rescale else 1.0
+    if not masker.policy.published:
+        # another policy: its keep mask, computed from these uniforms, as uniforms 1.0 / 0.0 against 0.5
+        return masker.fused_uniforms(name, u), 0.5, gain
+    return u, p, gain
 
 
 def _site(mode, name, x, threshold, shape, *, add=None, add_rows=None, bias=None, bn=None, pre=False,
