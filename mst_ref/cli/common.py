@@ -160,6 +160,18 @@ def neuron_label(options, levels):
     K = levels if options["burst_max"] is None else options["burst_max"]
     return f"{options['neuron']} (up to K={K} spikes of lambda/K per step)"
 
+
+def add_distributed_arguments(p):
+    """``--workers`` / ``--scheduler`` / ``--shard-size`` / ``--cache``: a sharded run (mst_ref.cli.sharded)."""
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="evaluate in N local processes (shards of images; same results as one process)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="evaluate on a running Dask cluster, e.g. tcp://host:8786 (needs mst_ref[distributed])")
+    p.add_argument("--shard-size", type=int, default=None, metavar="K",
+                   help="images per shard, a multiple of --batch-size (default: about 4 shards per worker)")
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="keep finished shards in DIR; a rerun of the same command resumes from them")
+
 # ---------------------------------------------------------------- output paths, checked up front
 def check_output_file(path, flag):
     """Make sure a file can be written at ``path`` before any work starts; return it as a Path.

@@ -16,8 +16,10 @@ recorded by the model (spikes, membrane potentials, attention probabilities) and
 checks, normalisation defaults and errors: :mod:`mst_ref.cli.common`.
 
 Masking: the model's trained ratio unless ``--mask-ratio`` says otherwise (a model trained with p is
-run with p, as published), in the ANN and the SNN, with masks drawn from ``--seed``; results with
-masking then also depend on ``--batch-size``.
+run with p, as published), in the ANN and the SNN, with each image's masks drawn from (``--seed``, its
+index) (:mod:`mst_ref.engine.mask_streams`). ``eval`` runs in shards over local processes
+(``--workers N``) or a Dask cluster (``--scheduler``), resumable with ``--cache``, with the same results
+(:mod:`mst_ref.distributed`, :mod:`mst_ref.cli.sharded`).
 """
 
 import json
@@ -29,7 +31,10 @@ from .. import plots
 from .common import (IMAGENET_MEAN, IMAGENET_STD, Progress, UsageError, at_least, check_output_dir,  # noqa: F401
                          check_output_file, load_data, load_model, note_compiling, override_normalisation,
                          parse_timesteps, ratio, add_neuron_arguments, neuron_label, neuron_options)
+from .common import add_distributed_arguments, padding_of
+from .sharded import make_spec, run_sharded, wants_shards
 from ..nn.windows import window_reverse
+from ..distributed import EvalSpec, evaluate_images, grid_batches, merge
 
 DEMO_CHECKPOINT, DEMO_LIMIT, DEMO_TIMESTEPS = "mst_fashion.pth", 50, "1,2,4,...,64"
 DEMO_SITE = "layers.0.blocks.0.shortcut1_if"  # raster and membrane traces: the first block's input spikes
@@ -49,41 +54,21 @@ def evaluate(model, dataset, timesteps, mean, std, mask_ratio=0.0, limit=None, b
     if n < 1:
         raise UsageError(f"nothing to evaluate: the dataset has {len(dataset)} images and --limit is {limit}")
     cfg, t_max = model.config, max(timesteps)
-    ann_rng, snn_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    out = {"n": n, "ann_correct": 0, "snn_correct": {t: 0 for t in timesteps}, "spikes": 0,
-           "sops": 0, "macs": 0, "energy_pj": 0.0}
+    # one shard of all n images through the core the workers run (mst_ref.distributed.shard)
+    spec = EvalSpec("", "", mean=tuple(mean), std=tuple(std), resize=resize, timesteps=tuple(timesteps),
+                    mask_ratio=mask_ratio, seed=seed, batch_size=batch_size,
+                    neuron=tuple((neuron_opts or {}).items()))
     bar = Progress(progress, n * (t_max + 1), "image-steps") if progress else None
-    done = 0
-    for x, y in data.iterate_batches(dataset, batch_size, cfg.img_size, cfg.in_chans, mean, std, limit=n,
-                                     resize=resize):
-        logits = model.ann_forward(x, mask_ratio=mask_ratio, rng=ann_rng)  # (B, K)
-        out["ann_correct"] += int((logits.argmax(-1) == y).sum())
-        if bar:
-            bar.update(done * (t_max + 1) + len(y))
-        # the SNN to t_max in passes of 8 steps (same numbers as one pass), for the progress bar
-        sim = model.step_simulator(x, mask_ratio=mask_ratio, rng=snn_rng, **(neuron_opts or {}))
-        while sim.t < t_max:
-            sim.advance(min(8, t_max - sim.t))
-            if bar:
-                bar.update(done * (t_max + 1) + len(y) * (1 + sim.t))
-        result = sim.result()
-        predictions = result.predictions  # (T, B): argmax of the cumulative logits after each step
-        for t in timesteps:
-            out["snn_correct"][t] += int((predictions[t - 1] == y).sum())
-        out["spikes"] += sum(result.spike_counts_by_site.values())
-        if out["sops"] is not None:
-            try:  # SOPs and energy (mst_ref.engine.energy); without them, spike counts only
-                out["sops"] += result.sops
-                out["macs"] += result.macs
-                out["energy_pj"] += result.energy_pj
-            except (AttributeError, ValueError, NotImplementedError):
-                out["sops"] = out["macs"] = out["energy_pj"] = None
-        done += len(y)
-        if bar:
-            bar.update(done * (t_max + 1))
+
+    def on_progress(done, steps, size):  # the ANN counts as one step
+        bar.update(done * (t_max + 1) + size * (1 + steps))
+
+    result = evaluate_images(model, grid_batches(dataset, 0, n, spec, cfg.img_size, cfg.in_chans), spec,
+                             on_progress if bar else None)
     if bar:
+        bar.update(n * (t_max + 1))
         bar.close()
-    return out
+    return merge([result], n, spec.timesteps)
 
 
 def _levels(model):
@@ -144,6 +129,7 @@ def add_eval_parser(sub):
                    help="convert images of another size or channel count to the model's input (else an error)")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the results as JSON to OUT")
     add_neuron_arguments(p)
+    add_distributed_arguments(p)
     p.set_defaults(func=cmd_eval)
 
 
@@ -174,8 +160,13 @@ def cmd_eval(args):
         print(line)
     print(f"SNN neuron: {neuron_label(neuron, _levels(model))}")
     note_compiling()
-    stats = evaluate(model, dataset, timesteps, mean, std, p, args.limit, args.batch_size, args.seed,
-                     resize=args.resize, neuron_opts=neuron)
+    if wants_shards(args):  # the same core in shards, on processes or a Dask cluster (mst_ref.cli.sharded)
+        spec = make_spec(args, loaded, padding_of(loaded), timesteps=tuple(timesteps), mask_ratio=p,
+                         seed=args.seed, batch_size=args.batch_size, neuron=tuple(neuron.items()))
+        stats = run_sharded("eval", args, spec, n, "eval")
+    else:
+        stats = evaluate(model, dataset, timesteps, mean, std, p, args.limit, args.batch_size, args.seed,
+                         resize=args.resize, neuron_opts=neuron)
     print("\n".join(_table(stats, timesteps, _levels(model)) + _energy_lines(model, stats, max(timesteps))))
     if json_path is not None:
         n = stats["n"]

@@ -1,0 +1,98 @@
+"""The command-line side of a sharded run (``--workers``, ``--scheduler``, ``--shard-size``, ``--cache``).
+
+The library (:mod:`mst_ref.distributed`) evaluates and merges; this module picks the backend from the
+options, opens the cache, draws one progress bar over all shards (with the ETA) and says on stderr what
+happened: shards computed and read from the cache, workers lost and shards rerun.
+"""
+
+import sys
+from pathlib import Path
+
+from .. import distributed as dist
+from ..threads import default_threads
+from .common import Progress, UsageError, at_least
+
+__all__ = ["wants_shards", "make_spec", "run_sharded"]
+
+SHARDS_PER_WORKER = 4  # default shard size: about this many shards per worker (balance vs overhead)
+
+
+def wants_shards(args):
+    """Whether the command line asks for a sharded run (any of the four options)."""
+    return any(getattr(args, a, None) is not None for a in ("workers", "scheduler", "shard_size", "cache"))
+
+
+def make_spec(args, loaded, pad, **options):
+    """The :class:`~mst_ref.distributed.EvalSpec` of a command: paths from ``args``, the rest from ``options``."""
+    return dist.EvalSpec(checkpoint=str(Path(args.checkpoint).resolve()), data=str(Path(args.data).resolve()),
+                         split=getattr(args, "split", "test"),
+                         class_names=None if loaded.class_names is None else tuple(loaded.class_names),
+                         pad=pad, resize=bool(args.resize), mean=tuple(loaded.mean), std=tuple(loaded.std),
+                         threads=getattr(args, "threads", None) or default_threads(), **options)
+
+
+def _backend(args):
+    if args.workers is not None and args.scheduler is not None:
+        raise UsageError("--workers and --scheduler exclude each other: local processes, or a Dask cluster")
+    if args.scheduler is not None:
+        return dist.DaskBackend(args.scheduler)
+    if args.workers is not None:
+        return dist.ProcessBackend(at_least(args.workers, 1, "--workers"))
+    return dist.InlineBackend()
+
+
+def _shard_size(args, n, capacity):
+    if args.shard_size is not None:
+        at_least(args.shard_size, 1, "--shard-size")
+        try:
+            return dist.check_shards(n, args.shard_size, args.batch_size)
+        except ValueError as err:
+            raise UsageError(f"--shard-size: {err}") from None
+    if capacity == 1:
+        return n if args.cache is None else args.batch_size * max(1, -(-n // (args.batch_size * 16)))
+    per = -(-n // (capacity * SHARDS_PER_WORKER))  # ceil
+    return args.batch_size * max(1, -(-per // args.batch_size))  # rounded up to whole batches
+
+
+def run_sharded(command, args, spec, n, label):
+    """Evaluate images ``[0, n)`` of ``spec`` in shards as ``args`` says; return the merged dict.
+
+    ``command`` names the run in the cache key (``eval``, ``energy``). Errors: a UsageError for bad options,
+    :class:`~mst_ref.distributed.ShardError` (one line) when a shard fails.
+    """
+    checkpoint_sha = dist.file_digest(spec.checkpoint)
+    spec = dist.EvalSpec(**{**spec.__dict__, "checkpoint_sha256": checkpoint_sha})
+    backend = _backend(args)
+    try:
+        size = _shard_size(args, n, backend.capacity)
+        ranges = dist.shard_ranges(n, size)
+        cache = None
+        if args.cache is not None:
+            options = {**spec.options(), "checkpoint": None, "data": None, "n": n}  # paths: by content
+            key, identity = dist.run_key(command, options, checkpoint_sha, dist.file_digest(spec.data))
+            cache = dist.ShardCache(args.cache, key, identity)
+    except BaseException:
+        backend.close(cancel=True)
+        raise
+    print(f"{len(ranges)} shard(s) of up to {size} images on {backend.name}"
+          + (f"; cache {cache.folder}" if cache else ""), file=sys.stderr)
+    bar, done = Progress(label, n, "images"), [0]
+
+    def on_shard(result):
+        done[0] += result["stop"] - result["start"]
+        bar.update(done[0])
+
+    def on_event(text):
+        sys.stderr.write(f"\nnote: {text}\n")
+
+    results, report = dist.run_shards(spec, ranges, backend, cache, on_shard, on_event)
+    bar.close()
+    notes = [f"{len(report.computed)} shard(s) computed"]
+    if cache is not None:
+        notes.append(f"{len(report.cached)} read from the cache")
+    if report.unreadable:
+        notes.append(f"{len(report.unreadable)} unreadable cache file(s) recomputed")
+    if report.lost:
+        notes.append(f"{len(report.lost)} lost to a dead worker and rerun")
+    print("; ".join(notes), file=sys.stderr)
+    return dist.merge(results, n, spec.timesteps)
