@@ -45,7 +45,7 @@ from .core.qcfs import clip_activation, qcfs
 __version__ = "0.1.0"
 
 __all__ = ["qcfs", "clip_activation", "if_neuron", "IFState", "MST", "MSTConfig", "QCFSCNN", "CNNConfig",
-           "load_checkpoint", "load_state_dict", "load_dataset", "CheckpointError", "DataError", "Mode"]
+           "load_checkpoint", "load_state_dict", "load_dataset", "CheckpointError", "DataError", "Mode", "read_events"]
 
 # Names imported from their module on first access, so that `import mst_ref` stays light and works
 # whichever of these modules exist.
@@ -59,6 +59,7 @@ _LAZY = {
     "CheckpointError": "mst_ref.io.safepickle",
     "load_dataset": "mst_ref.io.data",
     "DataError": "mst_ref.io.data",
+    "read_events": "mst_ref.io.events",
     "Mode": "mst_ref.engine.modes",
 }
 

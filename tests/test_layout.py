@@ -112,7 +112,7 @@ def test_import_mst_ref_loads_no_cli_and_no_plotting():
 
 @pytest.mark.parametrize("name", ["qcfs", "clip_activation", "if_neuron", "IFState", "MST", "MSTConfig",
                                   "QCFSCNN", "CNNConfig", "load_checkpoint", "load_state_dict", "load_dataset",
-                                  "CheckpointError", "DataError", "Mode"])
+                                  "CheckpointError", "DataError", "Mode", "read_events"])
 def test_public_names_resolve_to_the_defining_object(name):
     import mst_ref
 
