@@ -47,7 +47,7 @@ autodoc_default_options = {"members": True, "undoc-members": False}
 
 html_theme = "pydata_sphinx_theme"
 html_title = "mst_ref"
-html_theme_options = {"navigation_with_keys": False, "show_toc_level": 2}
+html_theme_options = {"navigation_with_keys": False, "show_toc_level": 2, "header_links_before_dropdown": 3}
 
 # the tutorials, as sphinx-gallery sources generated from tutorials/*.py at each build
 write_gallery_sources(ROOT / "tutorials", DOCS / "_tutorials_src", DOCS / "_tutorials_md", DOCS)
