@@ -13,9 +13,12 @@ decay 5e-4 on every parameter thresholds included, cosine schedule, L = 8, thres
 - channel counts scaled by ``--width`` (0.125 by default: ResNet-18 8/16/32/64 channels, VGG-16
   8 ... 64 channels and a 512-unit classifier), recorded in the checkpoint's config;
 - tens of epochs instead of 300 (``--epochs``), one epoch of linear warm-up;
-- with ``--mask-ratio p``: Random Spike Masking after every activation site during training and test
-  (the MST paper's CNN baselines; the official QCFS code has none); ``--init`` starts from another
-  run's checkpoint (how the shipped masked models were made: fine-tuned from the unmasked ones).
+- with ``--mask-ratio p``: Random Spike Masking after the activation sites during training and test
+  (the MST paper's CNN baselines; the official QCFS code has none): every site, or with
+  ``--mask-sites NAME`` one of mst_ref's named configurations (mst_ref/models/cnn_sites.py:
+  block-input, stage-input, ...), recorded in the checkpoint's config as ``mask_sites``; ``--init``
+  starts from another run's checkpoint (how the shipped masked models were made: fine-tuned from the
+  unmasked ones).
 
 The run saves ``state.pt`` after every epoch and resumes from it when started again with the same
 --out. At the end it writes ``checkpoint.pth`` = {'model': state_dict (official keys), 'config': dict
@@ -37,12 +40,35 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from reference.qcfs_cnn_torch import CNNConfig, build  # noqa: E402
 from reference.train_fashion import CLASSES, MEAN, STD, augment, load_fashion  # noqa: E402
+from reference.qcfs_cnn_torch import IF  # noqa: E402
 
 
 def to_tensor32(x_uint8):
     """(n, 28, 28) uint8 -> (n, 1, 32, 32) float in [0, 1], zero-padded by 2 pixels."""
     x = torch.as_tensor(x_uint8).float().div_(255.0).unsqueeze(1)
     return F.pad(x, (2, 2, 2, 2))
+
+
+def restrict_mask_sites(model, cfg, name):
+    """Keep RSM only at the sites of mst_ref's configuration ``name``; return their names.
+
+    The twin's IF modules are named like mst_ref's sites (``conv2_x.0.act``, ``layer1.2``), so the
+    configuration's site names select them directly.
+    """
+    from mst_ref.models.cnn_layout import CNNConfig as RefConfig
+    from mst_ref.models.cnn_sites import cnn_mask_presets
+
+    presets = cnn_mask_presets(RefConfig.official(cfg.arch, cfg.in_chans, cfg.img_size, cfg.num_classes, cfg.width))
+    if name not in presets:
+        raise SystemExit(f"--mask-sites must be one of {sorted(presets)} for {cfg.arch}; got {name!r}")
+    sites = set(presets[name])
+    ifs = {n: m for n, m in model.named_modules() if isinstance(m, IF)}
+    if not sites <= set(ifs):
+        raise SystemExit(f"sites {sorted(sites - set(ifs))} are not IF modules of the twin")
+    for n, m in ifs.items():
+        if n not in sites:
+            m.mask_ratio = 0.0
+    return [n for n in ifs if n in sites]
 
 
 @torch.no_grad()
@@ -80,6 +106,8 @@ def main(argv=None):
     ap.add_argument("--levels", type=int, default=8)
     ap.add_argument("--mask-ratio", type=float, default=0.0)
     ap.add_argument("--mask-rescale", action="store_true", help="divide kept spikes by 1 - p (unbiased RSM)")
+    ap.add_argument("--mask-sites", default="all",
+                    help="which sites RSM masks: a configuration of mst_ref.models.cnn_sites (default all)")
     ap.add_argument("--init", default=None, help="start from this checkpoint.pth's weights")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -96,6 +124,7 @@ def main(argv=None):
     cfg = CNNConfig(arch=args.arch, in_chans=1, num_classes=10, width=args.width, qcfs_levels=args.levels,
                     mask_ratio=args.mask_ratio, mask_rescale=args.mask_rescale, img_size=32)
     model = build(cfg)
+    masked = restrict_mask_sites(model, cfg, args.mask_sites)
     xtr, ytr, xte, yte = load_fashion(args.data)
     if args.train_limit:
         xtr, ytr, xte, yte = xtr[:args.train_limit], ytr[:args.train_limit], xte[:args.train_limit], yte[:args.train_limit]
@@ -159,6 +188,9 @@ def main(argv=None):
     final_acc = evaluate(model, xte, yte)
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     conf = dict(cfg.to_dict(), mean=[MEAN], std=[STD], dataset="fashion-mnist", pad=2, class_names=CLASSES)
+    if args.mask_ratio > 0:
+        conf["mask_sites"] = args.mask_sites
+        log["masked_sites"] = masked
     torch.save({"model": sd, "config": conf, "epoch": epoch, "max_accuracy": max_acc}, out / "checkpoint.pth")
     log["final_ann_accuracy"] = final_acc
     lim = args.snn_limit

@@ -1,12 +1,13 @@
 """``mst-ref mask-sweep`` and ``mst-ref energy``: RSM's energy saving, measured (docs/mst.md sections 5, 6).
 
     mst-ref mask-sweep CHECKPOINT [--data PATH] [--ratios 0,0.5,0.75] [--timesteps T] [--seeds 3]
-                       [--limit N] [--mask-sites published|paper] [--layerwise]
+                       [--limit N] [--mask-sites published|paper] [--cnn-sites NAME,...] [--layerwise]
     mst-ref energy CHECKPOINT [--data PATH] [--timesteps T] [--mask-ratio p] [--limit N]
 
 ``mask-sweep`` prints the shape of the MST poster's table (p = 0 / 0.5 / 0.75 -> power x1 / x0.82 /
 x0.74): per ratio, SOPs and energy per image, energy relative to p = 0 (always run, as the reference)
-and accuracy, mean and spread over seeds. ``--layerwise`` adds the map of
+and accuracy, mean and spread over seeds, and f, the share of the SOPs at p = 0 behind the masked sites
+(a CNN: once per ``--cnn-sites`` configuration, :mod:`mst_ref.models.cnn_sites`). ``--layerwise`` adds the map of
 :func:`mst_ref.analysis.ratio_search.search_block_ratios`, searched on the images after the first ``--limit``.
 ``energy`` prints every site's spikes, SOPs and energy per image, the analog MACs, and the totals
 against the ANN. What is counted: :mod:`mst_ref.engine.energy`. Progress goes to stderr, tables to stdout.
@@ -25,6 +26,8 @@ from .common import (UsageError, add_neuron_arguments, at_least, load_data, load
 from .common import ratio as check_ratio
 from ..io.data import iterate_batches, sample_path
 from ..analysis.ratio_search import evaluate_ratios, search_block_ratios
+from ..analysis.rsm_table import masked_share
+from .mask_policy import add_policy_arguments, cmd_policy_sweep, wants_policy_sweep
 
 __all__ = ["add_mask_sweep_parser", "cmd_mask_sweep", "add_energy_parser", "cmd_energy"]
 
@@ -85,7 +88,11 @@ def add_mask_sweep_parser(subparsers):
     _common_arguments(p)
     p.add_argument("--ratios", default="0,0.5,0.75", help="comma-separated p (default 0,0.5,0.75)")
     p.add_argument("--seeds", type=int, default=3, help="mask seeds per ratio p > 0 (default 3)")
+    add_policy_arguments(p)  # --policy, --schedule, --json (mst_ref.cli.mask_policy)
     p.add_argument("--layerwise", action="store_true", help="add a greedy per-block ratio map")
+    p.add_argument("--cnn-sites", action="append", default=None, metavar="NAME",
+                   help="a CNN: masking configuration(s), comma-separated or repeated (all, block-input, "
+                        "stage-input, conv2_x, layer1, ...: mst_ref.models.cnn_sites); one sweep each")
     p.add_argument("--val-limit", type=int, default=64,
                    help="--layerwise: validation images, taken after the first --limit (default 64)")
     p.add_argument("--search-timesteps", type=int, default=8, help="--layerwise: T of the search (default 8)")
@@ -116,6 +123,17 @@ def cmd_mask_sweep(args):
     note_compiling()
     T, c = args.timesteps, model.config
     args.mask_sites = args.mask_sites or model.trained_mask_sites
+    if wants_policy_sweep(args):  # one masking policy, --json rows (mst_ref.cli.mask_policy)
+        return cmd_policy_sweep(args, model, images, labels, dataset, neuron, ratios)
+    site_sets = [args.mask_sites]
+    if args.cnn_sites:
+        from .table import check_cnn_site_names, cnn_site_choices
+        if getattr(c, "family", "mst") == "mst":
+            raise UsageError("--cnn-sites chooses a CNN's masking configuration; for MST use --mask-sites")
+        check_cnn_site_names(args.cnn_sites, [model])
+        site_sets = cnn_site_choices(model, args.cnn_sites)
+        if args.layerwise:
+            raise UsageError("--layerwise searches at the --mask-sites sites; it does not combine with --cnn-sites")
     macs = energy.snn_macs(c, T)  # analog MACs per image
     rows = [(f"{p:g}", p, 1 if p == 0 else args.seeds) for p in ratios]
 
@@ -132,26 +150,41 @@ def cmd_mask_sweep(args):
         sys.stderr.write("\n")  # the search usually ends before its upper bound of evaluations
         rows.append(("layer-wise", search.ratios, args.seeds))
 
-    total, done, results = sum(n for *_, n in rows), 0, []
-    for label, ratio, seeds in rows:
-        accs, sops = [], []
-        for s in range(seeds):
-            acc, sop, _ = evaluate_ratios(model, images, labels, T, ratio, [args.seed, s], args.mask_sites,
-                                          args.batch_size, neuron)
-            accs.append(acc)
-            sops.append(sop)
-            done += 1
-            progress_line(done, total, f"p={label} seed {s}")
-        results.append((label, float(np.mean(sops)), accs))
+    total, done = 1 + len(site_sets) * sum(n for label, _, n in rows if label != "0"), 0
+    acc0, sops0, by_site0 = evaluate_ratios(model, images, labels, T, 0.0, [args.seed, 0], args.mask_sites,
+                                            args.batch_size, neuron)  # p = 0 draws no mask: once for all sites
+    sweeps = []
+    for sites in site_sets:
+        results = [("0", sops0, [acc0])]
+        for label, ratio, seeds in rows[1:]:
+            accs, sops = [], []
+            for s in range(seeds):
+                acc, sop, _ = evaluate_ratios(model, images, labels, T, ratio, [args.seed, s], sites,
+                                              args.batch_size, neuron)
+                accs.append(acc)
+                sops.append(sop)
+                done += 1
+                progress_line(done, total, f"{sites} p={label} seed {s}")
+            results.append((label, float(np.mean(sops)), accs))
+        sweeps.append((sites, masked_share(model, by_site0, sites), results))
+    for k, (sites, f, results) in enumerate(sweeps):
+        _print_sweep(args, model, images, dataset, neuron, macs, sites, f, results, search, len(val_x), first=k == 0)
+    return 0
 
+
+def _print_sweep(args, model, images, dataset, neuron, macs, sites, f, results, search, n_val, first=True):
+    """One configuration's table (the model's lines above the first)."""
+    T, c = args.timesteps, model.config
     ref_sops = results[0][1]
     ref_energy = energy.energy_pj(ref_sops, macs, args.e_ac, args.e_mac)
     ann = energy.energy_pj(0, energy.ann_macs(c), args.e_ac, args.e_mac)
-    print(f"mask-sweep: {args.checkpoint} (trained with p={c.mask_ratio:g}) on {dataset.name}, "
-          f"first {len(images)} images, T={T}, sites {args.mask_sites}, seeds {args.seeds}, "
-          f"neuron {neuron_label(neuron, c.qcfs_levels)}")
-    print(f"energy = {args.e_ac:g} pJ x SOPs + {args.e_mac:g} pJ x MACs; analog MACs/img {macs:.4g}; "
-          f"ANN {energy.ann_macs(c):.4g} MACs/img = {ann / 1e6:.2f} uJ")
+    if first:
+        print(f"mask-sweep: {args.checkpoint} (trained with p={c.mask_ratio:g}) on {dataset.name}, "
+              f"first {len(images)} images, T={T}, seeds {args.seeds}, "
+              f"neuron {neuron_label(neuron, c.qcfs_levels)}")
+        print(f"energy = {args.e_ac:g} pJ x SOPs + {args.e_mac:g} pJ x MACs; analog MACs/img {macs:.4g}; "
+              f"ANN {energy.ann_macs(c):.4g} MACs/img = {ann / 1e6:.2f} uJ")
+    print(f"sites {sites}: f = {f:.3f} of the SOPs at p = 0 lie behind the masked sites")
     header = (f"{'ratio':>10} {'SOPs/img':>11} {'SOPs vs p=0':>12} {'energy/img':>11} {'energy vs p=0':>14} "
               f"{'vs ANN':>7} {'accuracy % (mean +- sd)':>24} {'min..max':>14}")
     print(header)
@@ -163,7 +196,7 @@ def cmd_mask_sweep(args):
               f"{'x%.3f' % (e / ref_energy):>14} {'x%.2f' % (e / ann):>7} {f'{mean:.2f} +- {sd:.2f}':>24} "
               f"{f'{100 * min(accs):.1f}..{100 * max(accs):.1f}':>14}")
     if search is not None:
-        print(f"layer-wise map (greedy, {len(val_x)} validation images after the first "
+        print(f"layer-wise map (greedy, {n_val} validation images after the first "
               f"{len(images)}, T={args.search_timesteps}, tolerance {100 * args.tolerance:g} points):")
         for pattern, p in search.ratios.items():
             print(f"  {pattern:<24} p={p:g}")
@@ -172,7 +205,6 @@ def cmd_mask_sweep(args):
               f"best global p={search.global_ratio:g} {100 * search.global_accuracy:.2f}% "
               f"{search.global_sops_per_image:.4g}; layer-wise {100 * search.accuracy:.2f}% "
               f"{search.sops_per_image:.4g} ({len(search.trials)} evaluations)")
-    return 0
 
 
 # ---------------------------------------------------------------- energy

@@ -2,14 +2,20 @@
 
     mst-ref rsm-table --data DATA [--timesteps 32] [--ratios 0,0.5,0.75] [--seeds 3] [--limit N]
                       [--batch-size B] [--json OUT] [--out DIR] [--checkpoints A.pth,B.pth,...]
+                      [--cnn-sites NAME[,NAME...]] ...
 
 By default it runs the six models shipped in data/: each family trained without masking (masked only
 at evaluation) and trained with p = 0.75. MST is masked at the paper's sites (q, k, attention scores and
-the MLP input), the CNNs at every activation site. For each model and ratio it prints accuracy (mean
-+- std over the mask seeds) and its change against p = 0, and, as counts per image and as ratios
-against p = 0, the spikes fired, the spikes delivered after masking, SOPs and energy
-(:mod:`mst_ref.analysis.rsm_table`). ``--json`` writes the rows; ``--out`` gets ``rsm_accuracy.png`` and
-``rsm_energy.png``.
+the MLP input). A CNN trained without masking is masked at each configuration ``--cnn-sites`` names
+(:mod:`mst_ref.models.cnn_sites`: "all", "block-input", "stage-input", one stage, ...; several allowed,
+each applied to the families that have it), by default at its family's reconstructed configuration
+(:data:`~mst_ref.models.cnn_sites.RECONSTRUCTED`); a CNN trained with RSM at the sites it was trained
+with. For each model, configuration and ratio it prints f (the share of the SOPs behind the masked
+sites at p = 0), accuracy (mean +- std over the mask seeds) and its change against p = 0, and, as
+counts per image and as ratios against p = 0, the spikes fired, the spikes delivered after masking,
+SOPs and energy (:mod:`mst_ref.analysis.rsm_table`); with several configurations of a family, the one
+whose energy ratios come closest to the poster's P. ``--json`` writes the rows; ``--out`` gets
+``rsm_accuracy.png`` and ``rsm_energy.png``.
 
 Inputs: each model gets the data prepared as it was trained: its normalisation, and the zero padding
 its config records (the CNNs were trained on Fashion-MNIST padded from 28 to 32 pixels).
@@ -24,15 +30,16 @@ from ..io import data
 from .. import plots
 from .common import (Progress, UsageError, at_least, check_output_dir, check_output_file, load_model,
                          note_compiling, padding_of, parse_floats, parse_timesteps)
-from ..analysis.rsm_table import RowSpec, measure_ratios, table_rows
+from ..analysis.rsm_table import RowSpec, closest_to_poster, measure_ratios, table_rows
+from ..models.cnn_sites import RECONSTRUCTED
 
 SHIPPED = [  # (file, family label, trained ratio, mask sites)
     ("mst_fashion.pth", "MST", 0.0, "paper"),
     ("mst_fashion_rsm75_paper.pth", "MST", 0.75, "paper"),
-    ("resnet18_fashion.pth", "ResNet-18", 0.0, "all"),
-    ("resnet18_fashion_rsm75.pth", "ResNet-18", 0.75, "all"),
-    ("vgg16_fashion.pth", "VGG-16", 0.0, "all"),
-    ("vgg16_fashion_rsm75.pth", "VGG-16", 0.75, "all"),
+    ("resnet18_fashion.pth", "ResNet-18", 0.0, None),  # None: the --cnn-sites configurations
+    ("resnet18_fashion_rsm75.pth", "ResNet-18", 0.75, "trained"),  # as trained (its config says)
+    ("vgg16_fashion.pth", "VGG-16", 0.0, None),
+    ("vgg16_fashion_rsm75.pth", "VGG-16", 0.75, "trained"),
 ]
 POSTER = {  # the poster's table (CIFAR-10): accuracy % and power ratio at p = 0, 0.5, 0.75
     "MST": ((97.27, 97.25, 97.29), (1.0, 0.82, 0.74)),
@@ -54,24 +61,74 @@ def add_rsm_table_parser(sub):
                    help="comma-separated checkpoints instead of the six shipped models")
     p.add_argument("--json", default=None, help="write the rows as JSON here")
     p.add_argument("--out", default=None, help="folder for rsm_accuracy.png and rsm_energy.png")
+    add_cnn_sites_argument(p)
     p.set_defaults(func=cmd_rsm_table)
 
 
+def add_cnn_sites_argument(p):
+    p.add_argument("--cnn-sites", action="append", default=None, metavar="NAME",
+                   help="CNN masking configuration(s), comma-separated or repeated: all, block-input, stream, "
+                        "residual-branch, conv2_x..conv5_x (ResNet-18); all, stage-input, stage-output, stage-first, "
+                        "layer1..layer5, classifier (VGG-16); default: each family's reconstructed one "
+                        f"({', '.join(f'{a} {n}' for a, n in RECONSTRUCTED.items())})")
+
+
+def cnn_site_choices(model, names):
+    """The configurations a CNN runs for ``--cnn-sites`` (a list of names or None); ``[None]`` for MST.
+
+    A name is applied to every family that has it; a name no CNN family has is an error.
+    """
+    if getattr(model.config, "family", "mst") == "mst":
+        return [None]
+    if not names:
+        return [RECONSTRUCTED[model.config.arch]]
+    wanted = [n.strip() for text in names for n in text.split(",") if n.strip()]
+    return [n for n in dict.fromkeys(wanted) if n in model.mask_site_presets]
+
+
+def check_cnn_site_names(names, models):
+    """UsageError for a ``--cnn-sites`` name that no given CNN has, or when none applies to a CNN."""
+    if not names:
+        return
+    cnns = [m for m in models if getattr(m.config, "family", "mst") != "mst"]
+    known = set().union(*(m.mask_site_presets for m in cnns)) if cnns else set()
+    wanted = [n.strip() for text in names for n in text.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in known]
+    if unknown or not wanted:
+        raise UsageError(f"--cnn-sites must name CNN masking configurations such as {sorted(known)}; "
+                         f"got {unknown or names}")
+    for m in cnns:
+        if not cnn_site_choices(m, names):
+            raise UsageError(f"--cnn-sites {','.join(wanted)}: none is a configuration of {family_label(m)}; "
+                             f"its are {sorted(m.mask_site_presets)}")
+
+
 def _specs(args):
-    """(LoadedModel, RowSpec) of each model to run."""
+    """(LoadedModel, RowSpec) of each model and masking configuration to run.
+
+    A CNN trained without masking runs once per ``--cnn-sites`` configuration; a model trained with
+    RSM at the sites it was trained with; MST (trained or not) at the paper's sites unless its
+    checkpoint says otherwise.
+    """
     if args.checkpoints:
-        out = []
+        models = []
         for path in args.checkpoints.split(","):
             loaded = load_model(path.strip())
-            model = loaded.model
-            trained = float(getattr(model, "trained_mask_ratio", 0.0) or 0.0)
-            out.append((loaded, RowSpec(family_label(model), model, trained, model.trained_mask_sites,
-                                        model.trained_mask_rescale)))
-        return out
+            models.append((loaded, float(getattr(loaded.model, "trained_mask_ratio", 0.0) or 0.0)))
+    else:
+        models = [(load_model(data.shipped_file(name)), trained) for name, _, trained, _ in SHIPPED]
+    check_cnn_site_names(args.cnn_sites, [loaded.model for loaded, _ in models])
     out = []
-    for name, label, trained, sites in SHIPPED:
-        loaded = load_model(data.shipped_file(name))
-        out.append((loaded, RowSpec(label, loaded.model, trained, sites, loaded.model.trained_mask_rescale)))
+    for loaded, trained in models:
+        model = loaded.model
+        is_mst = getattr(model.config, "family", "mst") == "mst"
+        if trained > 0 or is_mst:
+            sites = model.trained_mask_sites if args.checkpoints or not is_mst else "paper"
+            choices = [sites]
+        else:
+            choices = cnn_site_choices(model, args.cnn_sites)
+        for sites in choices:
+            out.append((loaded, RowSpec(family_label(model), model, trained, sites, model.trained_mask_rescale)))
     return out
 
 
@@ -113,29 +170,49 @@ def _batches(loaded, dataset, limit, batch_size):
     return batches, n
 
 
+def reconstruction_lines(rows):
+    """For each model masked at several configurations: the one closest to the poster's P."""
+    lines = []
+    for key in dict.fromkeys((r["model"], r["trained_ratio"]) for r in rows):
+        mine = [r for r in rows if (r["model"], r["trained_ratio"]) == key]
+        if len({str(r["sites"]) for r in mine}) < 2 or key[0] not in POSTER:
+            continue
+        target = dict(zip((0.5, 0.75), POSTER[key[0]][1][1:]))
+        best, d = closest_to_poster(mine, target)
+        if best is not None:
+            lines.append(f"closest to the poster's P for {key[0]} (trained p = {key[1]:g}): {best}, largest "
+                         f"|energy ratio - P| at p = 0.5 / 0.75 = {d:.3f}")
+    return lines
+
+
 def _fmt(v):
     return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}"
 
 
 def format_rows(rows):
     """The table as text lines."""
-    head = (f"{'model':<10} {'trained':>7} {'p':>5} {'accuracy %':>14} {'change':>7} {'fired/img':>10} {'x':>6} "
+    head = (f"{'model':<10} {'trained':>7} {'sites':<15} {'f':>5} {'p':>5} {'accuracy %':>14} {'change':>7} {'fired/img':>10} {'x':>6} "
             f"{'delivered':>10} {'x':>6} {'SOPs/img':>10} {'x':>6} {'energy uJ':>9} {'x':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r['model']:<10} {r['trained_ratio']:>7g} {r['ratio']:>5g} {r['accuracy']:>7.2f} +-{r['accuracy_std']:>4.2f} "
+            f"{r['model']:<10} {r['trained_ratio']:>7g} {_sites_label(r['sites']):<15} {r['masked_share']:>5.3f} "
+            f"{r['ratio']:>5g} {r['accuracy']:>7.2f} +-{r['accuracy_std']:>4.2f} "
             f"{r['accuracy_change']:>+7.2f} {r['fired']:>10.4g} {r['fired_ratio']:>6.3f} {r['delivered']:>10.4g} "
             f"{r['delivered_ratio']:>6.3f} {r['sops']:>10.4g} {r['sops_ratio']:>6.3f} {r['energy_pj'] / 1e6:>9.2f} "
             f"{r['energy_ratio']:>6.3f}")
     return lines
 
 
+def _sites_label(sites):
+    return sites if isinstance(sites, str) else f"{len(sites)} sites"
+
+
 def _pngs(out, rows, ratios):
     out = Path(out)
     acc, energy = {}, {}
     for r in rows:
-        key = f"{r['model']} trained p={r['trained_ratio']:g}"
+        key = f"{r['model']} trained p={r['trained_ratio']:g}, {_sites_label(r['sites'])}"
         acc.setdefault(key, []).append(r["accuracy"])
         energy.setdefault(key, []).append(r["energy_ratio"])
     n = rows[0]["images"]
@@ -178,12 +255,16 @@ def cmd_rsm_table(args):
         rows += table_rows(spec, measure_ratios(spec, batches, T, ratios, args.seeds, on_batch=tick))
     bar.close()
     print(f"rsm-table: T = {T}, {jobs[0][3]} images of {args.data} ({args.split}), {args.seeds} mask seed(s) per p > 0; "
-          "counts per image, x = ratio against p = 0 of the same model; MST masked at q, k, attention scores "
-          "and MLP input, the CNNs at every site")
+          "counts per image, x = ratio against p = 0 of the same model and sites; f = share of the SOPs "
+          "behind the masked sites at p = 0; MST masked at q, k, attention scores and MLP input")
     print("\n".join(format_rows(rows)))
     print("\nthe poster (CIFAR-10): accuracy % / power ratio at p = " + ", ".join(f"{p:g}" for p in (0, 0.5, 0.75)))
     for label, (acc, power) in POSTER.items():
         print(f"  {label:<10} " + "   ".join(f"{a:.2f}% x{w:.2f}" for a, w in zip(acc, power)))
+    for line in reconstruction_lines(rows):
+        print(line)
+    print(f"standard error of one accuracy on {rows[0]['images']} images: at most "
+          f"{max(r['accuracy_se'] for r in rows):.2f} points (sqrt(a (1 - a) / n))")
     if args.json:
         Path(args.json).write_text(json.dumps({"timesteps": T, "rows": rows}, indent=1))
         print(f"wrote {args.json}")

@@ -14,6 +14,7 @@ from ..nn.conv import (avg_pool2, conv2d, conv2d_events, conv_output_size, flatt
                        to_channels_last)
 from ..nn.layers import batch_norm, bn_affine, bn_params, linear
 from . import cnn_energy
+from .cnn_sites import cnn_mask_presets
 from .cnn_layout import (ARCHS, CNNConfig, check_cnn_state, cnn_site_names, cnn_state_problems,  # noqa: F401
                          expected_cnn_shapes, infer_cnn_config, is_cnn_state, random_cnn_state_dict,
                          rename_legacy_keys, resnet_blocks, vgg_convs)
@@ -43,9 +44,10 @@ class QCFSCNN(SpikingNetwork):
     Notes
     -----
     RSM sites: every site of these networks feeds a convolution or a linear layer (directly, through
-    the residual add, or through average pooling), so the presets "published", "paper" and "all" all
-    mean every site (the MST paper masks "each block" of its CNN baselines); a tuple of site suffixes
-    or a dict of per-site / per-block ratios chooses others.
+    the residual add, or through average pooling). "published", "paper" and "all" mean every site;
+    the named configurations of :mod:`mst_ref.models.cnn_sites` ("block-input", "stage-input", one
+    stage, ...) mask some; a tuple of site suffixes or a dict of per-site / per-block ratios chooses
+    others.
     """
 
     threshold_suffix = "thresh"
@@ -60,8 +62,7 @@ class QCFSCNN(SpikingNetwork):
         self.state = {k: np.array(v, dtype=np.int64 if k.endswith("num_batches_tracked") else self.dtype, order="C")
                       for k, v in state.items()}
         self.site_names = cnn_site_names(config)
-        every = tuple(self.site_names)
-        self.mask_site_presets = {"published": every, "paper": every, "all": every}
+        self.mask_site_presets = cnn_mask_presets(config)  # named masking configurations (cnn_sites)
 
     @classmethod
     def from_state_dict(cls, state, img_size=None, dtype=np.float32, qcfs_levels=8, meta_config=None):
