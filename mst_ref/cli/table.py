@@ -240,8 +240,10 @@ def cmd_rsm_table(args):
     specs = _specs(args)
     dataset = data.load_dataset(args.data, args.split)
     jobs = [(loaded, spec, *_batches(loaded, dataset, args.limit, args.batch_size)) for loaded, spec in specs]
-    runs = 1 + args.seeds * sum(p > 0 for p in ratios)
-    total = sum(n for *_, n in jobs) * runs
+    masked_runs = args.seeds * sum(p > 0 for p in ratios)
+    # p = 0 draws no mask: run once per model, whatever its sites
+    total = sum(n * (masked_runs + (k == 0 or jobs[k - 1][1].model is not spec.model))
+                for k, (_, spec, _, n) in enumerate(jobs))
     note_compiling()
     bar = Progress(f"rsm-table T={T}", total, "image runs")
     done = 0
@@ -251,8 +253,12 @@ def cmd_rsm_table(args):
         nonlocal done
         done += k
         bar.update(done)
+    unmasked = {}  # model -> its p = 0 stats (the same for every site configuration)
     for loaded, spec, batches, n in jobs:
-        rows += table_rows(spec, measure_ratios(spec, batches, T, ratios, args.seeds, on_batch=tick))
+        if id(spec.model) not in unmasked:
+            unmasked[id(spec.model)] = measure_ratios(spec, batches, T, [0.0], 1, on_batch=tick)[0]
+        masked = measure_ratios(spec, batches, T, [p for p in ratios if p > 0], args.seeds, on_batch=tick)
+        rows += table_rows(spec, [unmasked[id(spec.model)]] + masked)
     bar.close()
     print(f"rsm-table: T = {T}, {jobs[0][3]} images of {args.data} ({args.split}), {args.seeds} mask seed(s) per p > 0; "
           "counts per image, x = ratio against p = 0 of the same model and sites; f = share of the SOPs "
