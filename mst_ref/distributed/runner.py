@@ -62,9 +62,16 @@ class ProcessBackend:
     def submit(self, fn, *args):
         busy = set(self._slot_of.values())
         slot = min(set(range(self.capacity)) - busy)
-        if self._pools[slot] is None:
-            self._pools[slot] = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        future = self._pools[slot].submit(fn, *args)
+        for attempt in range(2):
+            if self._pools[slot] is None:
+                self._pools[slot] = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            try:
+                future = self._pools[slot].submit(fn, *args)
+                break
+            except BrokenProcessPool:  # its worker died while idle: a fresh one (once; twice is an error)
+                self._pools[slot] = None
+                if attempt:
+                    raise
         self._slot_of[future] = slot
         return future
 
@@ -93,9 +100,12 @@ class ProcessBackend:
 
 
 class DaskBackend:
-    """A Dask cluster: ``address`` of its scheduler (``tcp://host:8786``), or a ``client`` already open."""
+    """A Dask cluster: ``address`` of its scheduler (``tcp://host:8786``), or a ``client`` already open.
 
-    def __init__(self, address=None, client=None):
+    ``timeout``: how long to try to reach the scheduler.
+    """
+
+    def __init__(self, address=None, client=None, timeout="20s"):
         try:
             from distributed import Client
         except ImportError:
@@ -104,7 +114,7 @@ class DaskBackend:
         self._own = client is None
         if client is None:
             try:
-                client = Client(address, timeout="20s")
+                client = Client(address, timeout=timeout)
             except (OSError, TimeoutError) as err:
                 raise ValueError(f"could not reach a Dask scheduler at {address}: {err}") from None
         self.client = client
