@@ -173,3 +173,39 @@ def test_bad_policies_are_refused(model, images):
                           mask_policy=MaskPolicy("schedule", "delay:1"))
     with pytest.raises(ValueError, match="MaskPolicy"):
         model.snn_forward(images, 2, mask_ratio=0.5, rng=np.random.default_rng(0), mask_policy="regular")
+
+
+# ---------------------------------------------------------------- the comparison and the command
+
+
+def _row(p, accs, energy):
+    return {"policy": "x", "ratio": p, "accuracy": float(np.mean(accs)), "accuracies": accs, "energy_pj": energy}
+
+
+def test_acceptable_range_is_the_largest_p_within_half_a_point():
+    from mst_ref.analysis.policies import acceptable_range
+    rows = [_row(0.0, [80.0], 100.0), _row(0.1, [80.0, 79.0, 79.6], 90.0), _row(0.2, [79.2, 80.0, 79.0], 80.0),
+            _row(0.3, [70.0, 79.8, 60.0], 70.0), _row(0.5, [79.6, 70.0, 70.0], 50.0)]
+    res = acceptable_range(rows)
+    # mean accuracies 79.53, 79.4, 69.9, 73.2: 0.1 passes, 0.2 does not (79.4 < 79.5)
+    assert res.ratio == 0.1 and res.energy_saved == pytest.approx(0.1)
+    # per seed: seed 0 passes 0.1 and 0.5 (the largest that passes counts), seed 1 0.3, seed 2 0.1
+    assert res.ratio_by_seed == [0.5, 0.3, 0.1]
+    assert res.energy_saved_by_seed == pytest.approx([0.5, 0.3, 0.1])
+    with pytest.raises(ValueError, match="p = 0"):
+        acceptable_range(rows[1:])
+
+
+def test_mask_sweep_policy_json(tmp_path):
+    import json
+    from mst_ref.cli.app import main
+    out = tmp_path / "rows.json"
+    assert main(["mask-sweep", "data/mst_fashion.pth", "--policy", "regular", "--ratios", "0.5", "--seeds", "2",
+                 "--limit", "2", "--timesteps", "2", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["policy"], r["ratio"]) for r in rows] == [("regular", 0.0), ("regular", 0.5)]
+    for key in ("accuracy", "accuracy_std", "sops", "energy_pj", "delivered"):
+        assert all(isinstance(r[key], float) for r in rows)
+    assert rows[1]["delivered"] < rows[0]["delivered"] and rows[1]["sops"] < rows[0]["sops"]
+    assert main(["mask-sweep", "data/mst_fashion.pth", "--policy", "token", "--schedule", "0,1", "--limit", "2",
+                 "--timesteps", "1"]) == 2
