@@ -8,11 +8,17 @@
 # ---
 
 # %% [markdown]
-# # 08 - Fewer time steps: signed and burst neurons
+# # 07 - Fewer time steps: signed and burst neurons
 #
 # The published MST needs T = 32-64 steps to reach its ANN: the shipped Fashion-MNIST model loses
-# 32 points at T = 1 (90.2% -> 58.3% on the test set, README). This tutorial shows why, on one
-# neuron, by hand, and what two neurons from the later literature fix (`mst_ref.core.neurons`):
+# 32 points at T = 1 (90.2% -> 58.3% on the test set, docs/neurons.md). This tutorial shows why, on one
+# neuron, by hand, and what two neurons from the later literature fix (`mst_ref.core.neurons`): the
+# signed neuron (the signed neuron with memory of SNM, Wang et al., "Signed Neuron with Memory: Towards
+# Simple, Accurate and High-Efficient ANN-SNN Conversion", IJCAI 2022; the ternary spikes of
+# SpikeZIP-TF, You et al., "SpikeZIP-TF: Conversion is All You Need for Transformer-based SNN", ICML
+# 2024) and the burst neuron (Li and Zeng, "Efficient and Accurate Conversion of Spiking Neural
+# Network with Burst Spikes", IJCAI 2022; the multi-threshold neurons of ECMT, Huang et al., ACM
+# Multimedia 2024):
 #
 # 1. why low T fails: a T-step IF neuron can only say T + 1 things (quantisation), and it can never
 #    take a spike back (the *unevenness* error);
@@ -25,7 +31,7 @@
 #
 # PNGs go to `$MST_TUTORIAL_OUT` (default `tutorial_out/` under the current folder). The model part
 # uses 50 images and T <= 4 (plus the IF neuron at T = 32 as the reference), so the file runs in
-# about a minute; the README's tables have the same measurements on up to 200 images and T = 32.
+# about a minute; docs/neurons.md has the same measurements on up to 200 images and T = 32.
 
 # %%
 import os
@@ -223,7 +229,7 @@ for neuron in acc:
 #   than the ANN's L, so the SNN drifts from its QCFS ANN towards the clip ANN, and each step costs
 #   about as much as the first;
 # - the signed neuron cannot fix the quantisation (at T = 1 there is nothing to take back yet); it
-#   only removes unevenness errors, which the README's table measures at larger T;
+#   only removes unevenness errors, which docs/neurons.md's table measures at larger T;
 # - every neuron's energy grows with T.
 
 # %%
@@ -234,6 +240,42 @@ assert all((np.diff(uj[n]) > 0).all() for n in uj)
 print(f"burst, T = 1: {acc['burst'][0]:.1f} % (the ANN's {ann_acc:.1f} %) at {uj['burst'][0]:.1f} uJ, "
       f"{if32_uj / uj['burst'][0]:.1f} x less than the IF neuron at T = 32 ({if32_acc:.1f} %); "
       f"no more accurate at T = 2 or 4")
+
+# %% [markdown]
+# **What the burst neuron's saving is made of.** At T = 1 with K = L the burst SNN computes the ANN
+# exactly, so it cannot do less arithmetic in any deep sense; its energy is lower because of how the
+# two are priced. Count the operations: a burst of k spikes is k accumulates at each synapse, so a
+# site whose ANN value is j lambda / L costs j SOPs per synapse where the ANN pays one MAC, zero or
+# not. The SNN is charged 0.9 pJ per SOP, the ANN 4.6 pJ per MAC (docs/energy.md), and the ANN is
+# charged for every multiplication by a zero activation. Operation counts beside the energies, per
+# image, on the same images:
+
+# %%
+burst1 = model.snn_forward(images, 1, neuron="burst")
+ann_macs = energy.ann_macs(model.config)  # per image, dense
+ops = {"burst SNN, T = 1": (burst1.sops / n_images, burst1.macs / n_images),
+       "ANN (QCFS)": (0.0, float(ann_macs))}
+_, ann_rec = model.ann_forward(images, record="all")
+fed_dense = sum(ann_rec[s][0].size * fan[s] for s in model.site_names)  # per image: MACs fed by the sites
+fed_nonzero = sum(np.count_nonzero(ann_rec[s]) * fan[s] for s in model.site_names) / n_images
+print(f"{'':<18} {'SOPs (M)':>9} {'MACs (M)':>9} {'energy (uJ)':>12} {'energy at 4.6 pJ per op':>24}")
+for name, (sops_i, macs_i) in ops.items():
+    print(f"{name:<18} {sops_i / 1e6:>9.1f} {macs_i / 1e6:>9.1f} {energy.energy_pj(sops_i, macs_i) / 1e6:>12.1f} "
+          f"{energy.E_MAC_PJ * (sops_i + macs_i) / 1e6:>24.1f}")
+print(f"of the ANN's {fed_dense / 1e6:.1f} M MACs fed by activation sites, {fed_nonzero / 1e6:.1f} M multiply a "
+      f"nonzero activation")
+e_burst, e_ann = energy.energy_pj(*ops["burst SNN, T = 1"]), energy.energy_pj(*ops["ANN (QCFS)"])
+print(f"ANN / burst energy: {e_ann / e_burst:.2f} x")
+assert ops["burst SNN, T = 1"][0] > ann_macs  # more operations than the ANN ...
+assert e_burst < e_ann  # ... yet less energy under the pricing convention ...
+assert energy.E_MAC_PJ * sum(ops["burst SNN, T = 1"]) > e_ann  # ... and more if a SOP cost what a MAC costs
+assert fed_nonzero < 0.6 * fed_dense  # the ANN pays for many zeros
+
+# %% [markdown]
+# So "the burst neuron at T = 1 costs less than the ANN" is a statement about the pricing convention
+# (a SOP at a fifth of a MAC's price) and about charging the ANN for its zeros, not about fewer
+# operations: it performs more accumulates than the ANN performs multiply-accumulates. An ANN
+# accelerator that skips zero activations would close much of the gap.
 
 # %%
 shown = [t - 1 for t in TS]
