@@ -132,6 +132,8 @@ def _build_parser():
     from . import table as cli_table
     cli_table.add_rsm_table_parser(sub)
     cli_table.add_rsm_regions_parser(sub)
+    from . import events as cli_events
+    cli_events.add_parsers(sub)
     _add_threads_option(sub)  # last: after every command is registered
     return parser
 

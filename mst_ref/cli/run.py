@@ -130,6 +130,8 @@ def add_eval_parser(sub):
     p.add_argument("--json", default=None, metavar="OUT", help="also write the results as JSON to OUT")
     add_neuron_arguments(p)
     add_distributed_arguments(p)
+    from .events import add_eval_arguments
+    add_eval_arguments(p)  # --events voxel|frames, --bins
     p.set_defaults(func=cmd_eval)
 
 
@@ -148,9 +150,25 @@ def cmd_eval(args):
     json_path = check_output_file(args.json, "--json") if args.json else None
     loaded = override_normalisation(load_model(args.checkpoint), args.mean, args.std)
     model, mean, std = loaded.model, loaded.mean, loaded.std
-    dataset, notes = load_data(args.data, loaded, args.split, args.resize, args.limit)
     trained = float(getattr(model.config, "mask_ratio", 0.0) or 0.0)
     p = trained if args.mask_ratio is None else args.mask_ratio
+    if args.events:  # a folder of event recordings (mst_ref.cli.events)
+        from .events import check_data_dir, eval_events
+        check_data_dir(args.data)
+        stats = eval_events(args, loaded, timesteps, p, neuron)
+        print("\n".join(_table(stats, timesteps, _levels(model)) + _energy_lines(model, stats, max(timesteps))))
+        if json_path is not None:
+            n = stats["n"]
+            json_path.write_text(json.dumps({
+                "checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split, "n": n,
+                "events": args.events, "bins": args.bins, "timesteps": timesteps, "mask_ratio": p,
+                "ann_accuracy": stats["ann_correct"] / n,
+                "snn_accuracy": {str(t): c / n for t, c in stats["snn_correct"].items()},
+                "spikes_per_image": stats["spikes"] / n, "sops_per_image": stats["sops"] / n,
+                "macs_per_image": stats["macs"] / n, "energy_pj_per_image": stats["energy_pj"] / n}, indent=1) + "\n")
+            print(f"wrote {json_path}")
+        return 0
+    dataset, notes = load_data(args.data, loaded, args.split, args.resize, args.limit)
     print(f"checkpoint {args.checkpoint}: {model.config.in_chans}x{model.config.img_size}^2 inputs, "
           f"{model.config.num_classes} classes, trained mask ratio {trained:g}")
     n = len(dataset) if args.limit is None else min(args.limit, len(dataset))

@@ -140,9 +140,14 @@ def sops_by_site(config, spike_counts, product_counts, synaptic_events=None):
     return out
 
 
-def snn_macs(config, timesteps, batch_size=1):
-    """Analog MACs of an SNN run: ``batch_size * (input_macs + timesteps * sum(analog_macs))``."""
-    return batch_size * (input_macs(config) + timesteps * sum(analog_macs(config).values()))
+def snn_macs(config, timesteps, batch_size=1, input_passes=1):
+    """Analog MACs of an SNN run: ``batch_size * (input_passes * input_macs + timesteps * sum(analog_macs))``.
+
+    ``input_passes`` is 1 for a static image (the first layer runs once) and T for a time-varying input
+    (event frames: the first layer runs on a new input every step).
+    """
+    # MACs = B (passes * input + T * analog per step)
+    return batch_size * (input_passes * input_macs(config) + timesteps * sum(analog_macs(config).values()))
 
 
 def energy_pj(sops, macs, e_ac=E_AC_PJ, e_mac=E_MAC_PJ):

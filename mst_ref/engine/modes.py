@@ -258,6 +258,9 @@ class Mode:
     monitors : list of Monitor
         The observers notified at every site, analog op and product (:mod:`mst_ref.engine.monitors`);
         none by default.
+    timed_input : bool
+        SNN: the input already has its time axis, one input per step of this call (event frames),
+        instead of a static image fed at every step (:meth:`enter_time`).
     """
 
     spiking: bool = False
@@ -272,6 +275,7 @@ class Mode:
     neuron: str = "if"
     burst_max: object = None
     monitors: list = field(default_factory=list)
+    timed_input: bool = False
 
     def __post_init__(self):
         if self.compensation not in COMPENSATIONS:
@@ -337,8 +341,15 @@ class Mode:
         """Give the (static) input its time axis: the image is fed unchanged at every step.
 
         ``x (...)`` -> ``(steps, ...)`` in the SNN (a broadcast view, no copy); unchanged in the ANN.
+        With ``timed_input`` the input already has it, ``x (steps, ...)``, and passes through (the
+        caller, :class:`mst_ref.engine.simulate.StepSimulator`, sliced it to this call's steps).
         """
         if not self.spiking:
+            return x
+        if self.timed_input:
+            if x.shape[0] != self.steps:
+                raise ValueError(f"a time-varying input must have one entry per step: {self.steps} steps, "
+                                 f"got {x.shape[0]}")
             return x
         return np.broadcast_to(x, (self.steps, *x.shape))  # (T, ...)
 

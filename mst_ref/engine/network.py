@@ -70,8 +70,11 @@ class SpikingNetwork:
         """lambda of site ``name``, a ``(1,)`` array."""
         return self.state[f"{name}.{self.threshold_suffix}"]
 
-    def check_images(self, images):
+    def check_images(self, images, timed=False):
         """Return ``images`` as a finite ``(B, in_chans, img, img)`` array of the model's dtype.
+
+        With ``timed`` a time-varying input ``(T, B, in_chans, img, img)`` (one input per step, such as
+        event frames) is accepted too and returned with its time axis.
 
         Raises
         ------
@@ -82,6 +85,11 @@ class SpikingNetwork:
         shape = (c.in_chans, c.img_size, c.img_size)
         want = f"(B, {c.in_chans}, {c.img_size}, {c.img_size})"
         images = np.asarray(images)
+        if timed and images.ndim == 5:
+            if images.shape[0] == 0:
+                raise ValueError(f"a time-varying input must be (T, B, {c.in_chans}, {c.img_size}, "
+                                 f"{c.img_size}) with T >= 1; got {images.shape}")
+            return self.check_images(images.reshape(-1, *images.shape[2:])).reshape(images.shape)
         if images.dtype.kind != "f":
             raise ValueError(f"images must be a float array of normalised images {want}; got dtype "
                              f"{images.dtype} (normalise uint8 images first)")
@@ -158,7 +166,8 @@ class SpikingNetwork:
         Parameters
         ----------
         images : (B, in_chans, img_size, img_size) float ndarray
-            Normalised images.
+            Normalised images; or a time-varying input ``(T, B, ...)``, of which the ANN sees the mean
+            over T (the input an SNN of many steps integrates).
         quantize : bool
             QCFS with L levels (True), or its continuous limit clip(x, 0, lambda) (False).
         mask_ratio : float or dict
@@ -182,7 +191,9 @@ class SpikingNetwork:
         logits : (B, K) ndarray
             When ``record`` is given: ``(logits, records)`` with records a dict site -> activations.
         """
-        images = self.check_images(images)
+        images = self.check_images(images, timed=True)
+        if images.ndim == 5:
+            images = images.mean(axis=0)  # (B, Cin, H, W): the mean frame
         mode = self.make_mode(False, quantize=quantize,
                               masker=self.masker(mask_ratio, rng, mask_sites, mask_rescale, mask_policy),
                               record=self.select_sites(record))
@@ -198,7 +209,9 @@ class SpikingNetwork:
 
         Parameters
         ----------
-        images : (B, in_chans, img_size, img_size) float ndarray
+        images : (B, in_chans, img_size, img_size) or (T_in, B, in_chans, img_size, img_size) float ndarray
+            A static image, fed at every step; or one input per step (event frames), step t seeing
+            ``images[t % T_in]`` (a shorter input is repeated).
         timesteps : int
             T >= 1.
         mask_ratio, rng, mask_sites, mask_rescale, mask_policy

@@ -67,6 +67,9 @@ class SNNResult:
     max_spikes : int
         K, spikes a neuron may emit per step (1 for "if" and "signed"); spike counts and SOPs count
         every spike of a burst and every negative spike.
+    input_passes : int
+        How many times the first layer ran on the analog input, per image: 1 for a static image (its
+        convolution is computed once), T for a time-varying input (a new input every step).
     """
 
     step_logits: np.ndarray
@@ -80,6 +83,7 @@ class SNNResult:
     config: object = None
     neuron: str = "if"
     max_spikes: int = 1
+    input_passes: int = 1
     synaptic_events_per_step: dict = field(default_factory=dict)
     fired_at_masked_sites: dict = field(default_factory=dict)
 
@@ -162,7 +166,7 @@ class SNNResult:
     @property
     def macs(self):
         """int: analog MACs of the run, whole batch (:func:`mst_ref.engine.energy.snn_macs`)."""
-        return energy.snn_macs(self._energy_config(), self.timesteps, self.batch_size)
+        return energy.snn_macs(self._energy_config(), self.timesteps, self.batch_size, self.input_passes)
 
     @property
     def energy_pj(self):
@@ -176,8 +180,9 @@ class StepSimulator:
     Parameters
     ----------
     model : MST
-    images : (B, in_chans, img_size, img_size) float ndarray
-        Fed unchanged at every step (direct coding).
+    images : (B, in_chans, img_size, img_size) or (T_in, B, in_chans, img_size, img_size) float ndarray
+        A static image, fed unchanged at every step (direct coding); or one input per step (event
+        frames): step t sees ``images[t % T_in]``, whichever way the run is split into calls.
     mask_ratio, rng, mask_sites, mask_rescale, mask_policy
         RSM, as in :meth:`mst_ref.models.mst.MST.snn_forward`; the child generators are drawn from ``rng``
         here, once, so any split of the run into calls draws the same masks.
@@ -200,10 +205,11 @@ class StepSimulator:
     def __init__(self, model, images, mask_ratio=0.0, rng=None, compensation="none", record=None,
                  mask_sites=None, mask_rescale=None, neuron="if", burst_max=None, mask_policy=None):
         self.model = model
-        self.images = model.check_images(images)
+        self.images = model.check_images(images, timed=True)
+        self.timed = self.images.ndim == 5  # one input per step: the steps consumed so far are self.t
         self.mode = model.make_mode(True, compensation=compensation, neuron=neuron, burst_max=burst_max,
                                     masker=model.masker(mask_ratio, rng, mask_sites, mask_rescale, mask_policy),
-                                    record=model.select_sites(record))
+                                    record=model.select_sites(record), timed_input=self.timed)
         self._step_logits = []  # (T_chunk, B, K) per call
         self._cumulative = []  # (T_chunk, B, K) per call
 
@@ -215,7 +221,7 @@ class StepSimulator:
     @property
     def batch_size(self):
         """B."""
-        return self.images.shape[0]
+        return self.images.shape[-4]
 
     def advance(self, steps):
         """Simulate ``steps`` more steps in one multi-step pass.
@@ -226,7 +232,10 @@ class StepSimulator:
             Head output of each of these steps.
         """
         self.mode.steps = check_timesteps(steps, "steps")
-        z = self.model.forward(self.images, self.mode)  # (steps, B, K)
+        x = self.images
+        if self.timed:  # the inputs of steps t .. t + steps - 1 (a shorter input repeats)
+            x = x[(self.t + np.arange(steps)) % len(x)]  # (steps, B, Cin, H, W)
+        z = self.model.forward(x, self.mode)  # (steps, B, K)
         # read-out: Z_t = Z_{t-1} + z_t
         previous = self._cumulative[-1][-1] if self._cumulative else 0.0  # (B, K)
         self._cumulative.append(running_sum(z, previous))  # (steps, B, K)
@@ -268,4 +277,5 @@ class StepSimulator:
             synaptic_events_per_step={} if synapses is None else
             {n: np.concatenate(c) for n, c in synapses.events.items()},
             fired_at_masked_sites=dict(mode.masker.fired),
+            input_passes=self.t if self.timed else 1,
         )

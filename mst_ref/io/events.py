@@ -290,6 +290,8 @@ _READERS = {"nmnist": read_nmnist_bin, "aedat2": read_aedat2, "aedat3": read_aed
 
 def detect_format(path):
     """The format of an event file from its first bytes, else its suffix (one of ``FORMATS``)."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: expected an event file; it does not exist or is not a file")
     with open(path, "rb") as f:
         head = f.read(16)
     if head.startswith(b"#!AER-DAT2"):

@@ -339,11 +339,11 @@ def forward(model, images, mode):
 
 def _forward(model, images, mode):
     s, T = model.state, mode.steps
-    B = images.shape[0]
-    x = patch_embed(images, s["patch_embed.proj.weight"], s["patch_embed.proj.bias"])  # (B, N, C)
-    x = batch_norm(x, *bn_params(s, "patch_embed.norm"))  # (B, N, C), the same current at every step
-    _, n, c = x.shape
-    x = _site(mode, "patch_embed.proj_if", np.ascontiguousarray(x).reshape(1, B * n, c),
+    B = images.shape[-4]
+    x = patch_embed(images, s["patch_embed.proj.weight"], s["patch_embed.proj.bias"])  # ([T,] B, N, C)
+    x = batch_norm(x, *bn_params(s, "patch_embed.norm"))  # (B, N, C): the same current at every step
+    n, c = x.shape[-2:]  # with a time-varying input (mode.timed_input), (T, B, N, C): one per step
+    x = _site(mode, "patch_embed.proj_if", np.ascontiguousarray(x).reshape(-1, B * n, c),
               s["patch_embed.proj_if.up"], (B, n, c))  # (T, B*N, C)
     last = len(model.config.depths) - 1
     for i, stage in enumerate(model.config.stages):
