@@ -209,3 +209,21 @@ def test_mask_sweep_policy_json(tmp_path):
     assert rows[1]["delivered"] < rows[0]["delivered"] and rows[1]["sops"] < rows[0]["sops"]
     assert main(["mask-sweep", "data/mst_fashion.pth", "--policy", "token", "--schedule", "0,1", "--limit", "2",
                  "--timesteps", "1"]) == 2
+
+
+@pytest.mark.parametrize("kind", ["token", "channel", "regular"])
+def test_cnn_policies_same_masks_fast_readable_and_chunked(kind):
+    from mst_ref.models.qcfs_cnn import CNNConfig, QCFSCNN
+    cnn = QCFSCNN.random(CNNConfig.official("resnet18", in_chans=1, img_size=16, num_classes=4, width=1 / 16),
+                         np.random.default_rng(0))
+    x = np.random.default_rng(2).standard_normal((2, 1, 16, 16)).astype(np.float32)
+    site = cnn.site_names[3]
+    def run(fast, chunk):
+        return cnn.snn_forward(x, 4, mask_ratio=0.5, rng=np.random.default_rng(1), fast=fast, chunk=chunk,
+                               mask_policy=MaskPolicy(kind), record=site)
+    ref = run(False, 4)
+    for fast, chunk in ((True, 4), (True, 1), (False, 2)):
+        other = run(fast, chunk)
+        np.testing.assert_array_equal(other.records[site], ref.records[site])
+        np.testing.assert_allclose(other.step_logits, ref.step_logits, rtol=1e-4, atol=1e-4)
+    assert sum(ref.spike_counts_by_site[n] for n in ref.mask_ratios) < sum(ref.fired_by_site[n] for n in ref.mask_ratios)
