@@ -113,21 +113,20 @@ def test_eval_json_same_with_workers_and_shard_sizes(tmp_path, capsys):
 
 # ---------------------------------------------------------------- faults
 def test_killed_worker_reruns_its_shard(loaded, reference):
-    """SIGKILL one busy worker after the first shard: one shard rerun elsewhere, same merged result."""
-    backend, killed = dist.ProcessBackend(2), []
+    """SIGKILL the busy worker when the short shard is done: the long one reruns elsewhere, same result."""
+    backend, killed, events = dist.ProcessBackend(2), [], []
 
-    def kill_one(result):
-        pids = backend.busy_pids()
-        if not killed and pids:
-            os.kill(pids[0], signal.SIGKILL)
-            killed.append(pids[0])
+    def kill_one(result):  # (0, 2) finishes long before (2, 12): that worker is busy then
+        if not killed:
+            killed.extend(backend.busy_pids())
+            os.kill(killed[0], signal.SIGKILL)
 
-    events = []
-    merged, report = run(make_spec(loaded), 4, backend, on_shard=kill_one, on_event=events.append)
-    assert killed and merged == reference
-    assert len(report.lost) <= 1 and len(report.computed) == N // 4
-    if report.lost:  # the worker was busy when killed (it may have just finished: then nothing is lost)
-        assert "a worker died while evaluating images" in events[0]
+    results, report = dist.run_shards(make_spec(loaded), [(0, 2), (2, N)], backend, on_shard=kill_one,
+                                      on_event=events.append)
+    assert len(killed) == 1 and dist.merge(results, N, TS) == reference
+    assert [r[:2] for r in report.lost] == [(2, N)] and report.computed == [(0, 2), (2, N)]
+    assert events == [f"a worker died while evaluating images 2-{N - 1} (BrokenProcessPool); that shard is rerun "
+                      "on a fresh worker"]
 
 
 def test_corrupt_data_stops_the_run_with_one_line(loaded, tmp_path):
