@@ -26,6 +26,9 @@ from .common import (UsageError, add_neuron_arguments, at_least, load_data, load
 from .common import ratio as check_ratio
 from ..io.data import iterate_batches, sample_path
 from ..analysis.ratio_search import evaluate_ratios, search_block_ratios
+from ..distributed import EvalSpec, evaluate_images, merge
+from .common import add_distributed_arguments, padding_of
+from .sharded import make_spec, run_sharded, wants_shards
 from ..analysis.rsm_table import masked_share
 from .mask_policy import add_policy_arguments, cmd_policy_sweep, wants_policy_sweep
 
@@ -215,6 +218,7 @@ def add_energy_parser(subparsers):
     _common_arguments(p)
     p.add_argument("--mask-ratio", type=float, default=None,
                    help="RSM ratio p (default: the ratio the checkpoint was trained with)")
+    add_distributed_arguments(p)
     p.set_defaults(func=cmd_energy)
     return p
 
@@ -232,18 +236,21 @@ def cmd_energy(args):
     c, T, n = model.config, args.timesteps, len(images)
     args.mask_sites = args.mask_sites or model.trained_mask_sites
     p = c.mask_ratio if args.mask_ratio is None else args.mask_ratio
-    rng = np.random.default_rng(args.seed)
-    correct, sops, spikes = 0, {}, {}
-    batches = range(0, n, args.batch_size)
-    for k, start in enumerate(batches):
-        r = model.snn_forward(images[start:start + args.batch_size], T, mask_ratio=p, rng=rng,
-                              mask_sites=args.mask_sites, **neuron)
-        correct += int((r.predictions[-1] == labels[start:start + args.batch_size]).sum())
-        for name, v in r.sops_by_site.items():
-            sops[name] = sops.get(name, 0) + v
-        for name, v in r.spike_counts_by_site.items():
-            spikes[name] = spikes.get(name, 0) + v
-        progress_line(k + 1, len(batches), f"batch {k + 1}")
+    # the evaluation core of mst_ref.distributed: per-image masks from (--seed, image index)
+    options = dict(timesteps=(T,), mask_ratio=p, mask_sites=args.mask_sites, seed=args.seed,
+                   batch_size=args.batch_size, neuron=tuple(neuron.items()), ann=False)
+    if wants_shards(args):  # in shards, on processes or a Dask cluster (mst_ref.cli.sharded)
+        loaded = override_normalisation(load_model(args.checkpoint), args.mean, args.std)
+        args.data = args.data or str(sample_path())
+        stats = run_sharded("energy", args, make_spec(args, loaded, padding_of(loaded), **options), n, "energy")
+    else:
+        k = len(range(0, n, args.batch_size))
+        batches = ((np.arange(a, min(a + args.batch_size, n)), images[a:a + args.batch_size],
+                    labels[a:a + args.batch_size]) for a in range(0, n, args.batch_size))
+        stats = merge([evaluate_images(model, batches, EvalSpec("", "", **options), lambda done, steps, size:
+                                       progress_line(done // args.batch_size + (steps == T), k, "batches"))],
+                      n, (T,))
+    correct, sops, spikes = stats["snn_correct"][T], stats["sops_by_site"], stats["spikes_by_site"]
     neurons, fan = energy.site_neurons(c), energy.fan_outs(c)
     total_sops = sum(sops.values())
     analog = {name: T * m for name, m in energy.analog_macs(c).items()}  # all steps, per image
