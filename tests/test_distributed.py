@@ -223,3 +223,14 @@ def test_eval_scheduler_option(tmp_path, dask_client, capsys):
 def test_unreachable_scheduler_is_one_error():
     with pytest.raises(ValueError, match="could not reach a Dask scheduler at tcp://127.0.0.1:9"):
         dist.DaskBackend("tcp://127.0.0.1:9", timeout="1s")
+
+
+def test_energy_table_same_in_shards(capsys):
+    """`mst-ref energy` (the RSM model, p = 0.75) in one piece and in three shards: the same table."""
+    argv = ["energy", str(data.shipped_file("mst_fashion_rsm75.pth")), "--limit", "6", "--timesteps", "2",
+            "--batch-size", "2"]
+    tables = []
+    for extra in ([], ["--shard-size", "2"]):
+        assert main(argv + extra) == 0
+        tables.append(capsys.readouterr().out)
+    assert tables[0] == tables[1] and "SOPs (per image" in tables[0]
