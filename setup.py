@@ -15,6 +15,10 @@ EXTRAS = {
     # the documentation site (docs/conf.py): Sphinx with the scientific-Python set, since hand-written
     # HTML would neither render the numpydoc docstrings nor run the tutorials to show their figures
     "docs": ["sphinx", "sphinx-gallery", "myst-parser", "numpydoc", "pydata-sphinx-theme"],
+    # --scheduler (mst_ref.distributed.runner.DaskBackend): a Dask cluster (LocalCluster, SLURM / PBS via
+    # dask-jobqueue, Kubernetes) is a well-kept engine for scheduling, lost workers and retries, instead of a
+    # home-made one; imported only when --scheduler is used (--workers needs nothing beyond the standard library)
+    "distributed": ["dask[distributed]"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
