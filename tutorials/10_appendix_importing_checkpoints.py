@@ -8,7 +8,7 @@
 # ---
 
 # %% [markdown]
-# # 06 - Importing checkpoints: what is inside a `.pth`, and how to read one safely
+# # 10 (appendix) - Importing checkpoints: what is inside a `.pth`, and how to read one safely
 #
 # The published MST weights are PyTorch `.pth` files. mst_ref reads them **without torch and
 # without executing anything from the file**. This tutorial takes the shipped checkpoint
@@ -229,7 +229,7 @@ assert tiny["config"] == meta["config"] and tiny["epoch"] == meta["epoch"] == 31
 # *records* the call, it never performs it. And we never unpickle it with plain `pickle`.
 
 # %%
-tmp = Path(tempfile.mkdtemp(prefix="mst_tutorial_06_"))
+tmp = Path(tempfile.mkdtemp(prefix="mst_tutorial_10_"))
 atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # the malicious file goes away with its folder
 marker = tmp / "marker_created_by_payload.txt"
 
@@ -316,7 +316,7 @@ assert model.config.embed_dim == 48 and model.config.depths == (2, 2) and len(mo
 # no objects, no code, and any NumPy can read it without mst_ref.
 
 # %%
-npz = OUT / "06_mst_fashion.npz"
+npz = OUT / "10_mst_fashion.npz"
 save_npz(npz, state, meta["config"])
 with zipfile.ZipFile(npz) as z:
     names = z.namelist()
@@ -331,7 +331,7 @@ assert config_by_hand == meta["config"] and same
 # %% [markdown]
 # `describe_checkpoint` summarises a file without building a model, and `mst-ref inspect` prints
 # it (here called in-process through `mst_ref.cli.main`; from a shell it is
-# `mst-ref inspect tutorial_out/06_mst_fashion.npz`).
+# `mst-ref inspect tutorial_out/10_mst_fashion.npz`).
 
 # %%
 info_pth, info_npz = describe_checkpoint(PTH), describe_checkpoint(npz)
@@ -388,4 +388,4 @@ print(f"max |pth - npz| over 16 images: {diff}; predictions {logits_pth.argmax(1
 assert model_npz.config == model.config
 assert np.array_equal(logits_pth, logits_npz)
 assert not marker.exists()
-print("tutorial 06 done; outputs in", OUT.resolve())
+print("tutorial 10 done; outputs in", OUT.resolve())
