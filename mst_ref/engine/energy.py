@@ -19,7 +19,9 @@ docstrings hold the tables). This module does the arithmetic common to all of th
     MACs (ANN) = input_macs + analog MACs + sum_sites neurons * fan_out + dense products
 
 Energy accounting describes the faithful SNN (``compensation="none"``); with ``"expectation"`` the same
-counts are reported, but the compensated ops (dense running sums) are not modelled.
+counts are reported, but the compensated ops (dense running sums) are not modelled, so a compensated
+run's energy is not its cost. docs/energy.md lists the other choices (neuron updates and RSM's random
+numbers are not charged; the ANN pays the MAC price for additions and for zeros).
 """
 
 import importlib

@@ -2,7 +2,9 @@
 
 MST's energy saving (docs/mst.md section 5): at chosen activation sites the output spikes are multiplied
 by a fresh Bernoulli(1 - p) mask at every step, so the layers they feed receive (and add up) fewer
-spikes. The published code masks the q, k and attention-score spikes of every window attention with one
+spikes. What a mask removes directly is "the work behind the masked sites" (docs/energy.md): the
+masked spikes times their fan-out, and the q k^T pairs when q or k is masked; not p v, whose p is
+dense and whose v is never masked. The published code masks the q, k and attention-score spikes of every window attention with one
 global p, without rescaling, in the ANN as well as in the SNN. The paper's figure also masks the MLP
 input; the poster argues for layer-wise ratios; an unbiased 1/(1-p) rescale is a natural variant. All
 three are options here.

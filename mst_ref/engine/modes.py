@@ -26,9 +26,11 @@ default) or a neuron for fewer time steps, ``"signed"``, ``"burst"`` (up to ``bu
 lambda / K per step, K = ``burst_max``, default L) or ``"signed-burst"`` (:mod:`mst_ref.core.neurons`). Their
 energy is counted honestly: a burst of k spikes is k synaptic events, a negative spike is one, and in a
 product of two spike trains a pair of bursts of a and b spikes is a b events (:func:`event_pairs`).
-Every neuron works with both compensations: the analog ops only see the sites' outputs.
+Every neuron works with both compensations: the analog ops only see the sites' outputs. The compensated
+ops' own work (dense running sums) is not priced by the energy accounting (docs/energy.md).
 
-Expectation compensation (ECMT-style, not in the published code): for an op f fed with the running sum
+Expectation compensation (in the style of the expectation compensation module of ECMT, Huang et al., ACM
+Multimedia 2024; not in the published code): for an op f fed with the running sum
 X_t of its inputs, emit the increment of t f(X_t / t),
 
     y_t = t f(X_t / t) - (t - 1) f(X_{t-1} / (t - 1)),
