@@ -234,3 +234,14 @@ def test_energy_table_same_in_shards(capsys):
         assert main(argv + extra) == 0
         tables.append(capsys.readouterr().out)
     assert tables[0] == tables[1] and "SOPs (per image" in tables[0]
+
+
+def test_mask_sweep_table_same_in_shards(capsys):
+    """`mst-ref mask-sweep` (p = 0 and 0.75, two seeds) in one process and in shards: the same table."""
+    argv = ["mask-sweep", str(data.shipped_file("mst_fashion_rsm75.pth")), "--limit", "4", "--timesteps", "2",
+            "--batch-size", "2", "--ratios", "0,0.75", "--seeds", "2"]
+    tables = []
+    for extra in ([], ["--shard-size", "2"]):
+        assert main(argv + extra) == 0
+        tables.append(capsys.readouterr().out)
+    assert tables[0] == tables[1] and "0.75" in tables[0]

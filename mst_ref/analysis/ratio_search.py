@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..engine.masking import site_ratios
+from ..engine.mask_streams import ImageSeeds
 
 __all__ = ["RatioSearchResult", "evaluate_ratios", "block_prefixes", "search_block_ratios"]
 
@@ -81,7 +82,8 @@ def evaluate_ratios(model, images, labels, timesteps, mask_ratio, seed, mask_sit
     mask_ratio : float or dict
         As in :meth:`MST.snn_forward`.
     seed : int or sequence of int
-        Seeds ``np.random.default_rng`` for the whole evaluation (batches drawn in order).
+        The masks' seed: image i's masks derive from (seed, i) (:mod:`mst_ref.engine.mask_streams`), so
+        they do not depend on ``batch_size``, and a sharded run (:mod:`mst_ref.distributed`) draws the same.
     mask_sites : str or tuple
     batch_size : int
     neuron_opts : dict or None
@@ -96,9 +98,10 @@ def evaluate_ratios(model, images, labels, timesteps, mask_ratio, seed, mask_sit
     by_site : dict of {str: float}
         SOPs per image of each site and product.
     """
-    rng = np.random.default_rng(seed)
+    seed = tuple(int(v) for v in seed) if isinstance(seed, (list, tuple, np.ndarray)) else int(seed)
     correct, by_site = 0, {}
     for start in range(0, len(images), batch_size):
+        rng = ImageSeeds(seed, tuple(range(start, min(start + batch_size, len(images)))))  # per-image masks
         r = model.snn_forward(images[start:start + batch_size], timesteps, mask_ratio=mask_ratio, rng=rng,
                               mask_sites=mask_sites, **(neuron_opts or {}))
         correct += int((r.predictions[-1] == labels[start:start + batch_size]).sum())

@@ -28,7 +28,7 @@ from ..io.data import iterate_batches, sample_path
 from ..analysis.ratio_search import evaluate_ratios, search_block_ratios
 from ..distributed import EvalSpec, evaluate_images, merge
 from .common import add_distributed_arguments, padding_of
-from .sharded import make_spec, run_sharded, wants_shards
+from .sharded import ShardedRatios, make_spec, run_sharded, wants_shards
 from ..analysis.rsm_table import masked_share
 from .mask_policy import add_policy_arguments, cmd_policy_sweep, wants_policy_sweep
 
@@ -92,6 +92,7 @@ def add_mask_sweep_parser(subparsers):
     p.add_argument("--ratios", default="0,0.5,0.75", help="comma-separated p (default 0,0.5,0.75)")
     p.add_argument("--seeds", type=int, default=3, help="mask seeds per ratio p > 0 (default 3)")
     add_policy_arguments(p)  # --policy, --schedule, --json (mst_ref.cli.mask_policy)
+    add_distributed_arguments(p)  # the (ratio, seed) runs in shards (mst_ref.cli.sharded.ShardedRatios)
     p.add_argument("--layerwise", action="store_true", help="add a greedy per-block ratio map")
     p.add_argument("--cnn-sites", action="append", default=None, metavar="NAME",
                    help="a CNN: masking configuration(s), comma-separated or repeated (all, block-input, "
@@ -126,8 +127,15 @@ def cmd_mask_sweep(args):
     note_compiling()
     T, c = args.timesteps, model.config
     args.mask_sites = args.mask_sites or model.trained_mask_sites
+    if wants_policy_sweep(args) and wants_shards(args):
+        raise UsageError("--policy runs in one process; drop --workers / --scheduler / --shard-size / --cache")
     if wants_policy_sweep(args):  # one masking policy, --json rows (mst_ref.cli.mask_policy)
         return cmd_policy_sweep(args, model, images, labels, dataset, neuron, ratios)
+    evaluate = evaluate_ratios
+    if wants_shards(args):  # the same runs in shards, one backend for all (mst_ref.cli.sharded)
+        loaded = override_normalisation(load_model(args.checkpoint), args.mean, args.std)
+        args.data = args.data or str(sample_path())
+        evaluate = ShardedRatios("mask-sweep", args, loaded, padding_of(loaded))
     site_sets = [args.mask_sites]
     if args.cnn_sites:
         from .table import check_cnn_site_names, cnn_site_choices
@@ -154,7 +162,7 @@ def cmd_mask_sweep(args):
         rows.append(("layer-wise", search.ratios, args.seeds))
 
     total, done = 1 + len(site_sets) * sum(n for label, _, n in rows if label != "0"), 0
-    acc0, sops0, by_site0 = evaluate_ratios(model, images, labels, T, 0.0, [args.seed, 0], args.mask_sites,
+    acc0, sops0, by_site0 = evaluate(model, images, labels, T, 0.0, [args.seed, 0], args.mask_sites,
                                             args.batch_size, neuron)  # p = 0 draws no mask: once for all sites
     sweeps = []
     for sites in site_sets:
@@ -162,7 +170,7 @@ def cmd_mask_sweep(args):
         for label, ratio, seeds in rows[1:]:
             accs, sops = [], []
             for s in range(seeds):
-                acc, sop, _ = evaluate_ratios(model, images, labels, T, ratio, [args.seed, s], sites,
+                acc, sop, _ = evaluate(model, images, labels, T, ratio, [args.seed, s], sites,
                                               args.batch_size, neuron)
                 accs.append(acc)
                 sops.append(sop)
@@ -170,6 +178,8 @@ def cmd_mask_sweep(args):
                 progress_line(done, total, f"{sites} p={label} seed {s}")
             results.append((label, float(np.mean(sops)), accs))
         sweeps.append((sites, masked_share(model, by_site0, sites), results))
+    if evaluate is not evaluate_ratios:
+        evaluate.close()
     for k, (sites, f, results) in enumerate(sweeps):
         _print_sweep(args, model, images, dataset, neuron, macs, sites, f, results, search, len(val_x), first=k == 0)
     return 0

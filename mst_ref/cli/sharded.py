@@ -12,7 +12,7 @@ from .. import distributed as dist
 from ..threads import default_threads
 from .common import Progress, UsageError, at_least
 
-__all__ = ["wants_shards", "make_spec", "run_sharded"]
+__all__ = ["wants_shards", "make_spec", "run_sharded", "ShardedRatios"]
 
 SHARDS_PER_WORKER = 4  # default shard size: about this many shards per worker (balance vs overhead)
 
@@ -54,15 +54,18 @@ def _shard_size(args, n, capacity):
     return args.batch_size * max(1, -(-per // args.batch_size))  # rounded up to whole batches
 
 
-def run_sharded(command, args, spec, n, label):
+def run_sharded(command, args, spec, n, label, backend=None, quiet=False):
     """Evaluate images ``[0, n)`` of ``spec`` in shards as ``args`` says; return the merged dict.
 
-    ``command`` names the run in the cache key (``eval``, ``energy``). Errors: a UsageError for bad options,
-    :class:`~mst_ref.distributed.ShardError` (one line) when a shard fails.
+    ``command`` names the run in the cache key (``eval``, ``energy``). ``backend``: one to reuse (left
+    open for the next run); None: one from ``args``, closed at the end. ``quiet``: no bar and no closing
+    note unless a worker was lost or the cache was used (the caller draws its own bar). Errors: a UsageError for bad
+    options, :class:`~mst_ref.distributed.ShardError` (one line) when a shard fails.
     """
     checkpoint_sha = dist.file_digest(spec.checkpoint)
     spec = dist.EvalSpec(**{**spec.__dict__, "checkpoint_sha256": checkpoint_sha})
-    backend = _backend(args)
+    keep = backend is not None
+    backend = backend if keep else _backend(args)
     try:
         size = _shard_size(args, n, backend.capacity)
         ranges = dist.shard_ranges(n, size)
@@ -74,19 +77,22 @@ def run_sharded(command, args, spec, n, label):
     except BaseException:
         backend.close(cancel=True)
         raise
-    print(f"{len(ranges)} shard(s) of up to {size} images on {backend.name}"
-          + (f"; cache {cache.folder}" if cache else ""), file=sys.stderr)
-    bar, done = Progress(label, n, "images"), [0]
+    if not quiet:
+        print(f"{len(ranges)} shard(s) of up to {size} images on {backend.name}"
+              + (f"; cache {cache.folder}" if cache else ""), file=sys.stderr)
+    bar, done = (None if quiet else Progress(label, n, "images")), [0]
 
     def on_shard(result):
         done[0] += result["stop"] - result["start"]
-        bar.update(done[0])
+        if bar:
+            bar.update(done[0])
 
     def on_event(text):
         sys.stderr.write(f"\nnote: {text}\n")
 
-    results, report = dist.run_shards(spec, ranges, backend, cache, on_shard, on_event)
-    bar.close()
+    results, report = dist.run_shards(spec, ranges, backend, cache, on_shard, on_event, close=not keep)
+    if bar:
+        bar.close()
     notes = [f"{len(report.computed)} shard(s) computed"]
     if cache is not None:
         notes.append(f"{len(report.cached)} read from the cache")
@@ -94,5 +100,36 @@ def run_sharded(command, args, spec, n, label):
         notes.append(f"{len(report.unreadable)} unreadable cache file(s) recomputed")
     if report.lost:
         notes.append(f"{len(report.lost)} lost to a dead worker and rerun")
-    print("; ".join(notes), file=sys.stderr)
+    if not quiet or len(notes) > 1:
+        print(("\n" if quiet else "") + f"{label}: " * quiet + "; ".join(notes), file=sys.stderr)
     return dist.merge(results, n, spec.timesteps)
+
+
+class ShardedRatios:
+    """``evaluate_ratios`` (:mod:`mst_ref.analysis.ratio_search`) of ``mask-sweep`` run in shards, one backend
+    (and its workers, with their loaded model) for all the (ratio, seed) runs; ``close()`` at the end.
+
+    Same results as ``evaluate_ratios``: both draw image i's masks from (seed, i) on the same batch grid.
+    """
+
+    def __init__(self, command, args, loaded, pad):
+        self.command, self.args, self.loaded, self.pad = command, args, loaded, pad
+        self.backend = _backend(args)
+        self._runs = 0
+
+    def __call__(self, model, images, labels, timesteps, mask_ratio, seed, mask_sites, batch_size, neuron_opts):
+        n = len(images)
+        seed = tuple(int(v) for v in seed) if isinstance(seed, (list, tuple)) else int(seed)
+        spec = make_spec(self.args, self.loaded, self.pad, timesteps=(timesteps,), mask_ratio=mask_ratio,
+                         mask_sites=mask_sites, seed=seed, batch_size=batch_size,
+                         neuron=tuple((neuron_opts or {}).items()), ann=False)
+        label = f"{self.command} p={mask_ratio if not isinstance(mask_ratio, dict) else 'map'} seed {seed}"
+        if not self._runs:
+            print(f"each (ratio, seed) run in shards on {self.backend.name}", file=sys.stderr)
+        self._runs += 1
+        stats = run_sharded(self.command, self.args, spec, n, label, backend=self.backend, quiet=True)
+        by_site = {k: v / n for k, v in stats["sops_by_site"].items()}
+        return stats["snn_correct"][timesteps] / n, sum(stats["sops_by_site"].values()) / n, by_site
+
+    def close(self):
+        self.backend.close()

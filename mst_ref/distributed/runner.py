@@ -154,7 +154,7 @@ class RunReport:
 
 
 def run_shards(spec, ranges, backend, cache=None, on_shard=None, on_event=None, fn=evaluate_shard,
-               max_losses=2):
+               max_losses=2, close=True):
     """Evaluate ``fn(spec, start, stop)`` for every range; return (results in range order, RunReport).
 
     Parameters
@@ -170,6 +170,9 @@ def run_shards(spec, ranges, backend, cache=None, on_shard=None, on_event=None, 
         ``on_event(text)`` when a worker is lost and its shard rerun.
     max_losses : int
         A shard whose worker died more than this many times stops the run (it may be what kills them).
+    close : bool
+        Close the backend at the end (False: keep its workers, which keep their loaded model, for another
+        run; the backend is closed anyway when a shard fails).
 
     Raises
     ------
@@ -225,5 +228,6 @@ def run_shards(spec, ranges, backend, cache=None, on_shard=None, on_event=None, 
     except BaseException:
         backend.close(cancel=True)
         raise
-    backend.close()
+    if close:
+        backend.close()
     return [results[tuple(r)] for r in ranges], report

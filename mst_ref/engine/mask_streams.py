@@ -6,7 +6,7 @@ split into shards over processes or machines (:mod:`mst_ref.distributed`) the ma
 the batch size, the shard size or the number of workers. Passing an :class:`ImageSeeds` in place of the
 generator does that: every (site, image) pair gets its own generator, seeded from
 
-    SeedSequence([seed, stream, image index, site position])
+    SeedSequence([seed, stream, image index, site position])   (seed: one integer or several)
 
 (``site position`` = the site's place in ``site_names``, masked or not; ``stream`` separates the ANN's
 masks from the SNN's), and the batch's uniforms are those images' draws stacked along the batch axis.
@@ -28,8 +28,9 @@ class ImageSeeds:
 
     Attributes
     ----------
-    seed : int
-        The run's mask seed (``--seed``), >= 0.
+    seed : int or tuple of int
+        The run's mask seed (``--seed``), >= 0; a tuple (e.g. ``(seed, repeat)``) names one of several
+        runs with the same seed.
     indices : tuple of int, length B
         Each image's index in the dataset, in batch order.
     stream : {"ann", "snn"}
@@ -44,14 +45,16 @@ class ImageSeeds:
     def __post_init__(self):
         if self.stream not in STREAMS:
             raise ValueError(f"stream must be one of {sorted(STREAMS)}; got {self.stream!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0; got {self.seed!r}")
+        seeds = self.seed if isinstance(self.seed, (tuple, list)) else (self.seed,)
+        if not seeds or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 for v in seeds):
+            raise ValueError(f"seed must be an integer >= 0 or a tuple of them; got {self.seed!r}")
         if not self.indices or any(int(i) < 0 for i in self.indices):
             raise ValueError(f"indices must be one or more image indices >= 0; got {self.indices!r}")
 
     def streams(self, site_position):
         """The :class:`ImageStreams` of the site at ``site_position`` in ``site_names``."""
-        gens = [np.random.default_rng(np.random.SeedSequence([int(self.seed), STREAMS[self.stream], int(i),
+        seeds = [int(v) for v in (self.seed if isinstance(self.seed, (tuple, list)) else (self.seed,))]
+        gens = [np.random.default_rng(np.random.SeedSequence([*seeds, STREAMS[self.stream], int(i),
                                                               int(site_position)]))
                 for i in self.indices]
         return ImageStreams(gens, 0 if self.stream == "ann" else 1)
