@@ -43,7 +43,7 @@ def load_split(data, split, coding, bins, img, out, limit=None):
         return z["x"], z["y"]
     from mst_ref.io.event_frames import frame_input, voxel_input
     from mst_ref.io.events import read_events
-    files = sorted((Path(data) / split).glob("*/*.bin"))
+    files = sorted((Path(data) / split).glob("*/*.bin"), key=lambda f: f.name)  # by index: a prefix mixes classes
     if limit:
         files = files[:limit]
     xs, ys = [], []

@@ -31,7 +31,7 @@ from .common import Progress, UsageError, at_least, check_output_dir, check_outp
 
 # ---------------------------------------------------------------- reading event folders
 def event_files(folder, split):
-    """(files, labels) of ``folder/split/<label>/*`` (labels: integer folder names)."""
+    """(files, labels) of ``folder/split/<label>/*`` (labels: integer folder names), ordered by file name."""
     root = Path(folder) / split
     if not root.is_dir():
         raise UsageError(f"{folder} has no {split}/ folder of event recordings (one subfolder per class, "
@@ -46,7 +46,8 @@ def event_files(folder, split):
             labels += [int(sub.name)] * len(found)
     if not files:
         raise UsageError(f"{root} holds no event recordings")
-    return files, np.array(labels, np.int64)
+    order = sorted(range(len(files)), key=lambda i: (files[i].name, labels[i]))  # by name: --limit mixes classes
+    return [files[i] for i in order], np.array(labels, np.int64)[order]
 
 
 def code_recording(events, sensor, coding, bins, cfg):
