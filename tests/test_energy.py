@@ -12,6 +12,7 @@ from mst_ref.io.data import prepare_images
 from mst_ref.models.mst import MST, MSTConfig
 from mst_ref.engine.monitors import nonzero_pairs
 from mst_ref.analysis.ratio_search import evaluate_ratios, search_block_ratios
+from mst_ref.engine.mask_streams import ImageSeeds
 from mst_ref.engine.simulate import SNNResult
 
 # one block, one 2 x 2 window of 4 tokens, 4 channels in 2 heads
@@ -227,7 +228,7 @@ def test_energy_command_breaks_down_the_run(files, capsys, small):
     # the same run by hand: trained ratio 0.5 (from the checkpoint), first 5 images, one batch
     images = np.load(data)["images"][:5]
     r = small.snn_forward(prepare_images(images, 8, 1, [0.5], [0.25]), 3, mask_ratio=0.5,
-                          rng=np.random.default_rng(7))
+                          rng=ImageSeeds(7, tuple(range(5))))  # each image's masks from (seed, index)
     assert f"SOPs {r.sops / 5:.4g}" in out and f"ANN  MACs {energy.ann_macs(SMALL):.4g}" in out
     for name in r.sops_by_site:
         assert name in out
