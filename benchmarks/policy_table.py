@@ -9,7 +9,7 @@ Run (one process per group of policies; each writes or extends its JSON, resumin
 
 ``measure`` evaluates every policy (:data:`mst_ref.analysis.policies.POLICY_NAMES`) at every ratio and
 seed over the first ``--limit`` images of the test split (file order), at the checkpoint's trained
-sites; p = 0 is run once and shared. ``render`` prints, per policy, the acceptable range p* (largest p
+sites (or ``--mask-sites``); p = 0 is run once and shared. ``render`` prints, per policy, the acceptable range p* (largest p
 with accuracy within 0.5 point of p = 0; mean accuracy over seeds, and p* per seed as mean +- sd), the
 energy saved there, and the whole sweep; it draws accuracy against energy per image, one line per policy.
 """
@@ -37,15 +37,16 @@ def measure(args):
     ratios = [float(v) for v in args.ratios.split(",")]
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {"rows": []}
+    sites = args.mask_sites or model.trained_mask_sites
     results.update(model=args.model, images=len(images), timesteps=args.timesteps, seeds=args.seeds,
-                   mask_sites=model.trained_mask_sites, schedule=args.schedule)
+                   mask_sites=sites, schedule=args.schedule)
     done = {(r["policy"], r["ratio"]) for r in results["rows"]}
     todo = [(name, p) for name in args.policies for p in [0.0] * (name == args.policies[0]) + ratios
             if (name, p) not in done]
     for k, (name, p) in enumerate(todo):
         print(f"[{k + 1}/{len(todo)}] {name} p={p:g}", file=sys.stderr, flush=True)
         rows = sweep_policy(model, images, labels, args.timesteps, name, [p], args.seeds,
-                            model.trained_mask_sites, 50, args.schedule if name == "schedule" else None)
+                            sites, 50, args.schedule if name == "schedule" else None)
         results["rows"] += rows
         out.write_text(json.dumps(results, indent=1))  # after every ratio: a rerun resumes
 
@@ -75,11 +76,12 @@ def render(args):
     print("\n| policy | p | accuracy % (mean +- sd over seeds) | SOPs/img | energy uJ/img | delivered spikes/img |")
     print("|---|---|---|---|---|---|")
     for name in names:
-        for r in sorted((r for r in rows if r["policy"] == name or r["ratio"] == 0), key=lambda r: r["ratio"]):
+        for r in [base] + sorted((r for r in rows if r["policy"] == name and r["ratio"] != 0), key=lambda r: r["ratio"]):
             print(f"| {name} | {r['ratio']:g} | {r['accuracy']:.2f} +- {r['accuracy_std']:.2f} | "
                   f"{r['sops']:.4g} | {r['energy_pj'] / 1e6:.2f} | {r['delivered']:.4g} |")
     if args.png:
-        plots.xy_chart_png(args.png, series, f"masking policies, {meta['model']}, T = {meta['timesteps']}",
+        plots.xy_chart_png(args.png, series, f"masking policies, {meta['model']}, {meta['mask_sites']} sites, "
+                           f"T = {meta['timesteps']}, {meta['images']} images",
                            "energy per image (uJ)", "accuracy (%)")
         print(f"\nwrote {args.png}")
 
@@ -96,6 +98,8 @@ def main(argv=None):
     m.add_argument("--seeds", type=int, default=3)
     m.add_argument("--policies", nargs="+", default=list(POLICY_NAMES), choices=list(POLICY_NAMES))
     m.add_argument("--schedule", default="delay:2")
+    m.add_argument("--mask-sites", choices=["published", "paper"], default=None,
+                   help="default: the sites the model was trained with")
     m.add_argument("--out", required=True)
     r = sub.add_parser("render")
     r.add_argument("files", nargs="+")
