@@ -80,3 +80,16 @@ def test_bad_time_varying_input_is_refused(model):
         model.snn_forward(np.zeros((3, 2, 1, 12, 12)), 2)
     with pytest.raises(ValueError, match="T >= 1"):
         model.snn_forward(np.zeros((0, 2, 2, 12, 12)), 2)
+
+
+def test_qcfs_cnn_takes_a_time_varying_input_too():
+    from mst_ref.models.qcfs_cnn import CNNConfig, QCFSCNN
+
+    cnn = QCFSCNN.random(CNNConfig(arch="resnet18", in_chans=2, img_size=8, num_classes=3, width=0.0625),
+                         np.random.default_rng(0))
+    x = np.random.default_rng(1).standard_normal((3, 2, 2, 8, 8)).astype(cnn.dtype)
+    static = cnn.snn_forward(x[0], 4).cumulative_logits
+    np.testing.assert_array_equal(cnn.snn_forward(np.repeat(x[:1], 4, 0), 4).cumulative_logits, static)
+    fast, slow = cnn.snn_forward(x, 4), cnn.snn_forward(x, 4, fast=False)
+    np.testing.assert_allclose(fast.cumulative_logits, slow.cumulative_logits, rtol=1e-5, atol=1e-5)
+    assert fast.input_passes == 4 and not np.array_equal(fast.cumulative_logits, static)

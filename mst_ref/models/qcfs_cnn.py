@@ -89,7 +89,8 @@ class QCFSCNN(SpikingNetwork):
         -------
         logits : (B, K) ndarray (ANN) or (T, B, K) head outputs of each step (SNN)
         """
-        x = to_channels_last(images)  # (B, H, W, Cin)
+        # (B, H, W, Cin); a time-varying SNN input (mode.timed_input) keeps its time axis: (T, B, H, W, Cin)
+        x = to_channels_last(images) if images.ndim == 4 else np.ascontiguousarray(np.moveaxis(images, -3, -1))
         if self.config.arch == "resnet18":
             return self._resnet(x, mode)
         return self._vgg(x, mode)
