@@ -34,7 +34,7 @@ The package, in import order (each layer imports only the layers above it in thi
 ``import mst_ref`` loads the core only; the other public names load on first use:
 :func:`qcfs`, :func:`clip_activation`, :func:`if_neuron`, :class:`IFState` (core), ``MST``,
 ``MSTConfig``, ``QCFSCNN``, ``CNNConfig`` (models), ``load_checkpoint``, ``load_dataset``,
-``CheckpointError``, ``DataError`` (io), ``Mode`` and the monitors (engine).
+``CheckpointError``, ``DataError``, ``read_events`` (io), ``Mode`` and the monitors (engine).
 """
 
 import importlib

@@ -207,6 +207,34 @@ print(f"the patch embedding costs {energy.input_macs(mcfg):,} MACs per pass: onc
       f"{T} times for the per-step coding")
 
 # %% [markdown]
+# Why the per-step coding of a voxel-trained model loses accuracy: the first neurons, after the
+# patch embedding and its BatchNorm, see current `c_t` at step t. An IF neuron emits at most one
+# spike of lambda per step, so over a period its output rate is at most the mean of `min(c_t, lambda)`
+# -- and with one bin per step, nine times the mean, the current often exceeds lambda. The ANN's
+# QCFS instead clips the *mean* current once. Compare the two on the first recording:
+
+# %%
+from mst_ref.nn.layers import batch_norm, bn_params, patch_embed  # noqa: E402
+
+s = model.state
+lam = float(s["patch_embed.proj_if.up"][0])
+
+
+def currents(x):  # (..., Cin, H, W) -> (..., N, C): what patch_embed.proj_if integrates
+    return batch_norm(patch_embed(x, s["patch_embed.proj.weight"], s["patch_embed.proj.bias"]),
+                      *bn_params(s, "patch_embed.norm"))
+
+
+c_static = currents(xv[:1])[0]  # (N, C)
+c_steps = currents(xf[:9, :1])[:, 0]  # (9, N, C)
+ann_drive = np.clip(c_static, 0, lam)  # what QCFS passes (before its rounding)
+snn_bound = np.clip(c_steps, 0, lam).mean(axis=0)  # the most an IF neuron can pass per step, on average
+print(f"lambda = {lam:.3f}; mean current: static {c_static.mean():.3f}, per step {c_steps.mean():.3f}")
+print(f"neurons whose per-step current exceeds lambda at some step: {(c_steps > lam).any(0).mean():.1%}")
+print(f"mean |bound - ANN drive|: per-step coding {np.abs(snn_bound - ann_drive).mean():.4f}, "
+      f"static coding 0 (its current is the same every step)")
+
+# %% [markdown]
 # The per-step coding reaches the same ANN but converges more slowly: the neurons integrate a
 # different input every step and only the mean over a whole period of 9 steps equals the voxel grid,
 # so T should be a multiple of 9 and large; and each step pays the first layer again. The authors'
