@@ -239,3 +239,30 @@ def test_fuzz_mutated_files(tmp_path, name, data):
         assert np.all(ev["x"] < W) and np.all(ev["y"] < H) and np.all(np.diff(ev["t"]) >= 0)
         assert set(np.unique(ev["p"])) <= {0, 1}
     assert time.perf_counter() - t < 2
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([1, 2, -3]), st.integers(-2, 12), st.integers(-1, 4), st.integers(-1, 4),
+                          st.integers(-1, 2)), max_size=6), st.integers(0, 40))
+def test_aedat3_walk_kernel_equals_reference(packets, cut):
+    from mst_ref.core import kernels
+    from mst_ref.io.events import aedat3_walk_reference
+
+    raw = bytearray()
+    for kind, size, number, valid, overflow in packets:
+        raw += struct.pack("<hhiiiiii", kind, 1, size, 0, overflow, number, number, valid)
+        raw += bytes((37 * i) % 256 for i in range(max(0, size * number)))  # the events' bytes
+    raw = np.frombuffer(bytes(raw[:len(raw) - cut] if cut < len(raw) else raw), np.uint8)
+    got = kernels.aedat3_walk(raw, 0, np.empty((0, 4), np.int64))
+    assert tuple(got) == aedat3_walk_reference(raw, 0, np.empty((0, 4), np.int64))
+    a, b = np.zeros((got[0] + 1, 4), np.int64), np.zeros((got[0] + 1, 4), np.int64)
+    kernels.aedat3_walk(raw, 0, a)
+    aedat3_walk_reference(raw, 0, b)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_aedat3_many_empty_packets_in_bounded_time(tmp_path):
+    raw = b"#!AER-DAT3.1\r\n#!END-HEADER\r\n" + struct.pack("<hhiiiiii", 2, 1, 8, 4, 0, 0, 0, 0) * 400_000
+    t = time.perf_counter()
+    ev, _ = read_events(write(tmp_path, "many.aedat", raw))
+    assert len(ev) == 0 and time.perf_counter() - t < 2

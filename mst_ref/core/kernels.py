@@ -34,7 +34,7 @@ import numpy as np
 from numba import prange
 
 __all__ = ["njit", "if_scan", "multilevel_scan", "site_scan", "window_attention_scan", "conv2d_events",
-           "spike_linear"]
+           "spike_linear", "aedat3_walk"]
 
 njit = partial(numba.njit, cache=True, nogil=True)
 
@@ -660,3 +660,56 @@ def spike_linear(x, wt, steps, out):
                 for c in range(cout):
                     yr[c] += val * wk[c]
     return out
+
+
+@njit
+def aedat3_walk(raw, start, out):
+    """Walk the packet headers of an AEDAT 3.1 file (one pass; the NumPy-free twin of
+    :func:`mst_ref.io.events.aedat3_walk_reference`, same signature and results).
+
+    Parameters
+    ----------
+    raw : (n_bytes,) uint8 ndarray
+        The whole file.
+    start : int
+        Offset of the first packet (after the text header).
+    out : (n, 4) int64 ndarray
+        Filled with (offset of the first event, eventSize, eventNumber, eventTSOverflow) of each
+        polarity packet (eventType 1) in file order; with n = 0 the packets are only counted.
+
+    Returns
+    -------
+    (count, status, where, size, number, valid, overflow) : tuple of int
+        ``count`` polarity packets; ``status`` 0 (the packets tile the file), 1 (fewer than 28 bytes
+        left for a header), 2 (a field out of range), 3 (events beyond the end of the file) or 4 (a
+        polarity eventSize below 8), at byte ``where``, with the header's fields.
+    """
+    n_bytes = raw.shape[0]
+    pos, count = start, 0
+    fill = out.shape[0] > 0
+    while pos < n_bytes:
+        if n_bytes - pos < 28:
+            return count, 1, pos, 0, 0, 0, 0
+        f = np.zeros(7, np.int64)  # eventSize, eventTSOffset, overflow, capacity, number, valid, type
+        for k in range(6):
+            o = pos + 4 + 4 * k
+            v = np.int64(raw[o]) | (np.int64(raw[o + 1]) << 8) | (np.int64(raw[o + 2]) << 16) | (np.int64(raw[o + 3]) << 24)
+            f[k] = v - (np.int64(1) << 32) if v >= (np.int64(1) << 31) else v  # int32
+        kind = np.int64(raw[pos]) | (np.int64(raw[pos + 1]) << 8)
+        f[6] = kind - 65536 if kind >= 32768 else kind  # int16
+        size, overflow, number, valid = f[0], f[2], f[4], f[5]
+        if size < 1 or number < 0 or valid < 0 or valid > number or overflow < 0:
+            return count, 2, pos, size, number, valid, overflow
+        if size * number > n_bytes - pos - 28:
+            return count, 3, pos, size, number, valid, overflow
+        if f[6] == 1:
+            if size < 8:
+                return count, 4, pos, size, number, valid, overflow
+            if fill:
+                out[count, 0] = pos + 28
+                out[count, 1] = size
+                out[count, 2] = number
+                out[count, 3] = overflow
+            count += 1
+        pos += 28 + size * number
+    return count, 0, pos, 0, 0, 0, 0

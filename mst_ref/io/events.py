@@ -18,11 +18,13 @@ naming the file, what was expected and the byte offset where it was not found.
 
 import os
 import re
+import struct
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ..core import kernels
 from .data import DataError
 
 EVENT_DTYPE = np.dtype([("t", np.int64), ("x", np.uint16), ("y", np.uint16), ("p", np.int8)])
@@ -167,33 +169,58 @@ def read_aedat3(path, sensor_size=None, order="refuse", max_bytes=MAX_BYTES):
             for name, size in _SOURCES.items():
                 if name in line.upper():
                     sensor_size = size
-    head = np.dtype([("type", "<i2"), ("source", "<i2"), ("size", "<i4"), ("tsoffset", "<i4"),
-                     ("overflow", "<i4"), ("capacity", "<i4"), ("number", "<i4"), ("valid", "<i4")])
-    parts, pos = [], off
+    buf = np.frombuffer(raw, np.uint8)
+    walk = kernels.aedat3_walk(buf, off, np.empty((0, 4), np.int64))  # count the polarity packets
+    count, status, where, size, number, valid, overflow = walk
+    if status == 1:
+        _fail(path, f"a 28-byte packet header ({len(raw) - where} bytes left)", where)
+    if status == 2:
+        _fail(path, f"eventSize >= 1, 0 <= eventValid <= eventNumber, eventTSOverflow >= 0; got "
+                    f"{size}, {valid}, {number}, {overflow}", where)
+    if status == 3:
+        _fail(path, f"{number} events of {size} bytes in the packet, {len(raw) - where - 28} bytes left", where)
+    if status == 4:
+        _fail(path, f"polarity events of at least 8 bytes; eventSize is {size}", where)
+    table = np.empty((count, 4), np.int64)  # (first event offset, eventSize, eventNumber, eventTSOverflow)
+    kernels.aedat3_walk(buf, off, table)
+    first, size, number, overflow = table.T
+    total = int(number.sum())
+    # byte offset of every event: first + k * eventSize, k = 0 .. eventNumber - 1 within its packet
+    k = np.arange(total) - np.repeat(np.cumsum(number) - number, number)
+    at = np.repeat(first, number) + k * np.repeat(size, number)  # (n_events,)
+
+    def u32(o):
+        return (buf[o].astype(np.int64) | buf[o + 1].astype(np.int64) << 8 | buf[o + 2].astype(np.int64) << 16
+                | buf[o + 3].astype(np.int64) << 24)
+    data, ts = u32(at), u32(at + 4) & 0x7FFFFFFF  # int32 timestamp, non-negative
+    ok = (data & 1) == 1
+    # t = eventTSOverflow << 31 | timestamp
+    t = (np.repeat(overflow, number)[ok] << 31) | ts[ok]
+    ev = make_events(t, data[ok] >> 17, (data[ok] >> 2) & 0x7FFF, (data[ok] >> 1) & 1)
+    return _finish(path, ev, sensor_size, order)
+
+
+def aedat3_walk_reference(raw, start, out):
+    """The packet walk of :func:`read_aedat3`, one header at a time in Python (the readable twin of
+    :func:`mst_ref.core.kernels.aedat3_walk`: same arguments, same results)."""
+    data, pos, count = raw.tobytes(), start, 0
     while pos < len(raw):
         if len(raw) - pos < 28:
-            _fail(path, f"a 28-byte packet header ({len(raw) - pos} bytes left)", pos)
-        h = np.frombuffer(raw, head, count=1, offset=pos)[0]
-        size, number = int(h["size"]), int(h["number"])
-        if size < 1 or number < 0 or not 0 <= int(h["valid"]) <= number or int(h["overflow"]) < 0:
-            _fail(path, f"eventSize >= 1, 0 <= eventValid <= eventNumber, eventTSOverflow >= 0; got "
-                        f"{size}, {int(h['valid'])}, {number}, {int(h['overflow'])}", pos)
+            return count, 1, pos, 0, 0, 0, 0
+        kind, _source, size, _tsoffset, overflow, _capacity, number, valid = struct.unpack_from("<hhiiiiii",
+                                                                                              data, pos)
+        if size < 1 or number < 0 or not 0 <= valid <= number or overflow < 0:
+            return count, 2, pos, size, number, valid, overflow
         if size * number > len(raw) - pos - 28:
-            _fail(path, f"{number} events of {size} bytes in the packet, {len(raw) - pos - 28} bytes left",
-                  pos)
-        if int(h["type"]) == 1:
+            return count, 3, pos, size, number, valid, overflow
+        if kind == 1:
             if size < 8:
-                _fail(path, f"polarity events of at least 8 bytes; eventSize is {size}", pos)
-            block = np.frombuffer(raw, np.uint8, count=size * number, offset=pos + 28).reshape(number, size)
-            data = block[:, :4].copy().view("<u4")[:, 0].astype(np.int64)
-            ts = block[:, 4:8].copy().view("<i4")[:, 0].astype(np.int64)
-            ok = (data & 1) == 1
-            # t = eventTSOverflow << 31 | timestamp
-            t = (int(h["overflow"]) << 31) | (ts[ok] & 0x7FFFFFFF)
-            parts.append(make_events(t, data[ok] >> 17, (data[ok] >> 2) & 0x7FFF, (data[ok] >> 1) & 1))
+                return count, 4, pos, size, number, valid, overflow
+            if len(out):
+                out[count] = (pos + 28, size, number, overflow)
+            count += 1
         pos += 28 + size * number
-    ev = np.concatenate(parts) if parts else np.empty(0, EVENT_DTYPE)
-    return _finish(path, ev, sensor_size, order)
+    return count, 0, pos, 0, 0, 0, 0
 
 
 def read_prophesee_dat(path, sensor_size=None, order="refuse", max_bytes=MAX_BYTES):
