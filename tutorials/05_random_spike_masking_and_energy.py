@@ -447,4 +447,77 @@ assert paper["sops"] < 0.6 * glob["sops"] and paper["ann_acc"] < glob["ann_acc"]
 pngs = sorted(p.name for p in OUT.glob("05_*.png"))
 print("wrote", pngs, "to", OUT.resolve())
 assert pngs == ["05_accuracy_vs_p.png", "05_sops_vs_p.png"]
+
+# %% [markdown]
+# ## 7. Another masking policy by hand: regular masking
+#
+# RSM drops each spike with probability p independently, so a neuron that fires n times delivers a
+# Binomial(n, 1 - p) number of spikes: on average (1 - p) n, with variance p (1 - p) n. The *regular*
+# policy (`mst_ref.engine.mask_policies`) removes that variance. Each neuron keeps a counter k of the
+# spikes it has fired and a phase phi in [0, 1) drawn once; its k-th spike passes iff
+#
+#     floor(k q + phi) > floor((k - 1) q + phi),     q = 1 - p,
+#
+# so among its fired spikes a + 1 .. b it delivers floor(b q + phi) - floor(a q + phi), which lies
+# within one of (b - a) q for every window. By hand, for one neuron firing 10 times with p = 0.3:
+
+# %%
+p_reg, phi = 0.3, 0.55
+k = np.arange(1, 11)  # the neuron's 1st .. 10th spike
+by_hand = np.floor(k * (1 - p_reg) + phi) > np.floor((k - 1) * (1 - p_reg) + phi)  # (10,) bool
+print("spike k  :", k)
+print("passes   :", by_hand.astype(int), f"-> {by_hand.sum()} of 10 delivered, (1 - p) x 10 = {(1 - p_reg) * 10:g}")
+
+# %% [markdown]
+# The library's `regular_keep` runs the same counter step by step over a spike train (only the steps
+# where the neuron fires move k). Fed a neuron that fires at every step, it must give the same pattern:
+
+# %%
+from mst_ref.engine.mask_policies import MaskPolicy, regular_keep
+
+fired = np.ones((10, 1), dtype=bool)  # (T, neurons): fires at every step
+lib = regular_keep(fired, p_reg, np.array([phi]), np.zeros(1, np.int64))[:, 0]  # (10,)
+print("library  :", lib.astype(int), "mismatches:", int((lib != by_hand).sum()))
+assert np.array_equal(lib, by_hand)
+
+# %% [markdown]
+# The variance, measured: 2000 neurons firing at every one of 40 steps, masked with p = 0.3 by the
+# published policy and by the regular one (`SpikeMasker(...).with_policy(MaskPolicy("regular"))`, the
+# phases drawn from the site's generator). Random delivers 28 +- sqrt(0.3 x 0.7 x 40) = 28 +- 2.9;
+# regular delivers 28 exactly (at most one away for any window).
+
+# %%
+from mst_ref.engine.masking import SpikeMasker
+
+train = np.ones((40, 2000), np.float32)  # (T, neurons)
+delivered = {}
+for kind in ("random", "regular"):
+    masker = SpikeMasker({"s": p_reg}, {"s": np.random.default_rng(5)}).with_policy(MaskPolicy(kind))
+    delivered[kind] = masker("s", train).sum(axis=0)  # (neurons,) spikes delivered out of 40
+    print(f"{kind:<8} delivered per neuron: mean {delivered[kind].mean():.2f}, variance "
+          f"{delivered[kind].var():.2f} (binomial p(1-p)n = {p_reg * (1 - p_reg) * 40:.1f})")
+assert abs(delivered["random"].var() - p_reg * (1 - p_reg) * 40) < 1.5
+assert set(np.unique(delivered["regular"])) <= {28.0}
+
+# %% [markdown]
+# In the model, a policy is one more argument (`mask_policy=`); every SNN path draws the same masks for
+# it (regular runs MST on the readable path, because its masks depend on the spikes fired; the fused
+# kernels take the other policies' masks precomputed). On the RSM-0.75 model and the tutorial's images
+# at p = 0.75, regular delivers the same number of spikes per neuron as random does on average:
+
+# %%
+runs = {kind: model.snn_forward(x_snn, T_SNN, mask_ratio=0.75, rng=np.random.default_rng(11),
+                                mask_policy=MaskPolicy(kind), fast=False) for kind in ("random", "regular")}
+for kind, r in runs.items():
+    masked = list(r.mask_ratios)
+    kept = sum(r.spike_counts_by_site[n] for n in masked) / sum(r.fired_by_site[n] for n in masked)
+    print(f"{kind:<8} kept {kept:.4f} of the spikes fired at the masked sites, SOPs {r.sops:,}, "
+          f"accuracy {np.mean(r.predictions[-1] == y_snn):.3f}")
+    assert abs(kept - 0.25) < 0.01
+
+# %% [markdown]
+# Whether such a policy widens the range of p where masking costs no accuracy is measured on the shipped
+# models in docs/masking_policies.md (`benchmarks/policy_table.py`, `mst-ref mask-sweep --policy`).
+
+# %%
 print(f"tutorial 05 done in {time.perf_counter() - started:.1f} s")
