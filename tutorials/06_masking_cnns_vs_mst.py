@@ -28,7 +28,9 @@
 # 2. what one spike costs in a convolution, by hand, borders included;
 # 3. the table itself, on a few sample images: accuracy, fired, delivered, SOPs and energy vs p;
 # 4. where the work is: which share of each model's SOPs the masked sites feed;
-# 5. where the models look as p grows: the spike density of a late layer at one time step.
+# 5. where the models look as p grows: the spike density of a late layer at one time step;
+# 6. which CNN spikes the poster masked: f, the share of the SOPs behind the masked sites, by hand, and
+#    the configuration whose predicted energy ratio comes closest to the poster's.
 #
 # `mst-ref rsm-table` and `mst-ref rsm-regions` run the same code on as many images as you like;
 # docs/masking_table.md's table comes from them. Sizes here are small (24 images, T = 16, one mask seed) so that
@@ -247,6 +249,77 @@ assert corr["MST"] > corr["ResNet-18"]  # MST's map at p = 0.75 resembles its p 
 plots.overlay_grid_png(OUT / "06_regions.png", imgs, heats, labels, [f"p = {p:g}" for p in RATIOS],
                        f"Spike density of a late layer at time step t = {t_show}, as the masking ratio p grows",
                        (0.0, 1.0, "spike density / panel maximum"), scale=4)
+
+# %% [markdown]
+# ## 6. Which CNN spikes did the poster mask? f, by hand
+#
+# Masking a site removes, in expectation, p of the SOPs its spikes drive. If a share f of a model's
+# SOPs lies behind the masked sites (measured at p = 0, a count), and e is the SOPs' share of its
+# energy (the rest is the first convolution's analog MACs), the energy ratio is about
+#
+#     P ~ 1 - f p e,
+#
+# before the masked spikes change how the later layers fire. The poster's CNN ratios (ResNet-18 x0.70 /
+# x0.58, VGG-16 x0.77 / x0.68 at p = 0.5 / 0.75) give f ~ 0.56-0.60 and ~ 0.43-0.46: the poster did not
+# mask every site (f = 1). `mst_ref.models.cnn_sites` names the network-wide readings of "masks each
+# block"; here is f of one of them by hand, ResNet-18's `block-input` (the spikes each BasicBlock
+# receives: `conv1.2` and every block's `act` except the last, which feeds the pooled classifier):
+
+# %%
+from mst_ref.analysis.rsm_table import masked_share
+from mst_ref.models.cnn_sites import RECONSTRUCTED, cnn_mask_presets, structural_presets
+
+POSTER_P = {"resnet18": {0.5: 0.70, 0.75: 0.58}, "vgg16": {0.5: 0.77, 0.75: 0.68}}
+model, x, spec, config = loaded["resnet18_fashion.pth"]
+res0 = model.snn_forward(x, T)  # p = 0: nothing masked, every site's SOPs
+by_site = res0.sops_by_site
+block_input = cnn_mask_presets(model.config)["block-input"]
+for name in block_input:
+    print(f"  {name:<16} {by_site[name] / sum(by_site.values()):.4f} of the SOPs")
+# f = SOPs behind the masked sites / all SOPs
+f_hand = sum(by_site[name] for name in block_input) / sum(by_site.values())
+f_lib = masked_share(model, by_site, "block-input")
+print(f"f by hand {f_hand:.4f}, library {f_lib:.4f}")
+assert abs(f_hand - f_lib) < 1e-12
+
+# %% [markdown]
+# The same for every network-wide configuration of both CNNs, with the predicted ratio at p = 0.5 and
+# 0.75 and its largest distance from the poster's P; the closest is the reconstruction
+# (`RECONSTRUCTED`, the default of `mst-ref rsm-table`). The choice uses counts only, no accuracy.
+
+# %%
+for key in ("resnet18_fashion.pth", "vgg16_fashion.pth"):
+    model, x, spec, config = loaded[key]
+    r0 = model.snn_forward(x, T)
+    e = energy.E_AC_PJ * r0.sops / r0.energy_pj  # the SOPs' share of the energy at p = 0
+    gaps = {}
+    for sites in structural_presets(model.config):
+        f = masked_share(model, r0.sops_by_site, sites)
+        # P ~ 1 - f p e at each p; distance = the larger of the two gaps to the poster's P
+        pred = {p: 1 - f * p * e for p in POSTER_P[model.config.arch]}
+        gaps[sites] = max(abs(pred[p] - want) for p, want in POSTER_P[model.config.arch].items())
+        print(f"{spec.label:<10} {sites:<16} f = {f:.3f}  predicted x{pred[0.5]:.3f} / x{pred[0.75]:.3f}  "
+              f"gap {gaps[sites]:.3f}")
+    best = min(gaps, key=gaps.get)
+    print(f"  -> closest: {best} (RECONSTRUCTED: {RECONSTRUCTED[model.config.arch]})")
+    assert best == RECONSTRUCTED[model.config.arch]
+
+# %% [markdown]
+# The measured energy ratio of the reconstructed configuration, on the model trained without masking
+# (one mask seed), beside the prediction: they differ because a layer whose input lost half its spikes
+# no longer fires as it did (here mostly less: its spikes' SOPs go too). docs/masking_table.md measures
+# this on more images, and the models trained with RSM at these sites.
+
+# %%
+for key in ("resnet18_fashion.pth", "vgg16_fashion.pth"):
+    model, x, spec, config = loaded[key]
+    rec = RowSpec(spec.label, model, 0.0, RECONSTRUCTED[model.config.arch])
+    rows_rec = table_rows(rec, measure_ratios(rec, lambda: [(x, sample.labels[:N])], T, (0.0, 0.5), seeds=1))
+    r = rows_rec[1]
+    print(f"{spec.label:<10} {rec.mask_sites:<12} p = 0.5: f = {r['masked_share']:.3f}, predicted "
+          f"x{r['predicted_energy_ratio']:.3f}, measured x{r['energy_ratio']:.3f}, accuracy "
+          f"{rows_rec[0]['accuracy']:.1f}% -> {r['accuracy']:.1f}%")
+    assert r["delivered"] < rows_rec[0]["delivered"] and r["energy_ratio"] < 1
 
 # %%
 print(f"done in {time.perf_counter() - started:.0f} s")

@@ -20,7 +20,9 @@ ResNet-18 (17 sites: ``conv1.2``, then per BasicBlock ``residual_function.2`` an
                     before these configurations existed)
 ``block-input``     the spikes each BasicBlock receives: ``conv1.2`` and the ``act`` of every
                     block but the last (whose spikes feed the pooled classifier, not a block)
-``stream``          ``block-input`` and the last ``act``: every site on the residual stream
+``stream``          ``block-input`` and the last ``act``: every site on the residual stream (the
+                    last ``act`` feeds only the classifier, ~0.1% of the SOPs: the same reading
+                    as ``block-input``, so not a separate candidate of the reconstruction)
 ``residual-branch`` the spikes inside each block's residual branch (``residual_function.2``,
                     between its two convolutions)
 ``conv2_x`` ...     every site of one stage (its two blocks); ``conv1`` = ``conv1.2``
@@ -50,8 +52,9 @@ __all__ = ["cnn_mask_presets", "structural_presets", "RECONSTRUCTED"]
 # ``mst-ref rsm-table --cnn-sites ...``, docs/masking_table.md)
 RECONSTRUCTED = {"resnet18": "block-input", "vgg16": "stage-input"}
 
-STRUCTURAL = {  # network-wide configurations (one reading of "each block"), per architecture
-    "resnet18": ("all", "block-input", "stream", "residual-branch"),
+STRUCTURAL = {  # network-wide configurations (one reading of "each block"), per architecture; "stream" is
+    # not one: it is block-input plus the last act, whose spikes (~0.1% of the SOPs) feed only the classifier
+    "resnet18": ("all", "block-input", "residual-branch"),
     "vgg16": ("all", "stage-input", "stage-output", "stage-first"),
 }
 
