@@ -152,6 +152,9 @@ def cmd_eval(args):
     model, mean, std = loaded.model, loaded.mean, loaded.std
     trained = float(getattr(model.config, "mask_ratio", 0.0) or 0.0)
     p = trained if args.mask_ratio is None else args.mask_ratio
+    if args.events and wants_shards(args):
+        raise UsageError("--events recordings are evaluated in one process; drop --workers / --scheduler / "
+                         "--shard-size / --cache")
     if args.events:  # a folder of event recordings (mst_ref.cli.events)
         from .events import check_data_dir, eval_events
         check_data_dir(args.data)
