@@ -13,7 +13,8 @@ It prints one JSON line: wall and CPU seconds of the best run, the resident memo
 and the peak during them (MiB), and it saves the cumulative logits ``(T, B, K)`` to ``out`` (.npy) so the
 parent can check that the paths agree.
 
-Paths: ``fast`` (MST.snn_forward, the fused kernels), ``step`` (MST.step_simulator, one step per call),
+Paths: ``fast`` (MST.snn_forward, the fused kernels, event-driven products below the crossover density),
+``dense`` (the same with BLAS products only), ``step`` (MST.step_simulator, one step per call),
 ``numpy`` (MST.snn_forward(fast=False), one NumPy op at a time), ``torch`` (reference/mst_torch.py
 MSTTorch.snn_forward: one full forward per step, the published way), ``ann`` (one MST.ann_forward; the
 parent multiplies by T), ``matmul`` (a float32 2048^3 NumPy matrix product: the machine's peak).
@@ -108,6 +109,9 @@ def _reset_peak():
 
 def _child(spec):
     threads = str(spec["threads"])
+    # the fast path computes its spike products event-driven below the crossover density ("auto"); the
+    # "dense" path is the same code with BLAS products only (mst_ref.models.mst_fast.products)
+    os.environ["MST_REF_PRODUCTS"] = "dense" if spec["path"] == "dense" else "auto"
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = threads
     if spec["path"] == "torch":
@@ -119,7 +123,7 @@ def _child(spec):
 
     # mst_ref's paths: the library's own policy (BLAS one thread, Numba and the row-split products on
     # `threads`); the dense references (ANN, readable NumPy path, matmul peak): BLAS on `threads`
-    blas = 1 if spec["path"] in ("fast", "step") else spec["threads"]
+    blas = 1 if spec["path"] in ("fast", "dense", "step") else spec["threads"]
     with limit_threads(spec["threads"], blas=blas):
         return _measure(spec, np)
 
@@ -133,7 +137,7 @@ def _measure(spec, np):
         return {"gflops": 2 * 2048**3 / best / 1e9}
     model, x = build(spec["model"], batch)
     chunk = spec.get("chunk")
-    if path == "fast":
+    if path in ("fast", "dense"):
         def run(steps):
             return model.snn_forward(x, steps, chunk=chunk).cumulative_logits
     elif path == "numpy":

@@ -9,14 +9,16 @@ a warm-up; the best of ``--repeats`` runs is kept. mst_ref's paths run the libra
 (mst_ref.threads: Numba kernels and row-split products on ``--threads``, BLAS one thread); torch and the
 NumPy ANN run their BLAS / OpenMP on ``--threads``:
 
-    (a) fast   MST.snn_forward: every layer over a chunk of steps, fused Numba kernels
+    (a) fast   MST.snn_forward: every layer over a chunk of steps, fused Numba kernels, products fed by
+               spikes event-driven where the step's spike density is below the crossover
+    (e) dense  (a) with every product a BLAS product (MST_REF_PRODUCTS=dense), the baseline of (a)'s events
     (b) step   MST.step_simulator: (a)'s code one step per call
     (c) torch  reference/mst_torch.py MSTTorch.snn_forward: one full forward per step (snn_validate)
     (d) ANN    T x one MST.ann_forward (NumPy), the dense network the SNN emulates
 
 Printed per model: image-steps per second (B * T / wall seconds), the peak resident memory of the
 measurement process during the timed runs (and its increase over the memory before them), the ratios
-a/c and a/d (> 1: the fused path is faster), and the achieved GFLOP/s -- the network's matrix-product
+a/c, a/e and a/d (> 1: the fused path is faster), and the achieved GFLOP/s -- the network's matrix-product
 FLOPs per image-step (benchmarks/_harness.network_flops) times image-steps per second -- against a float32
 2048^3 NumPy matrix product on the same threads. It asserts that (a) and (b) give the same cumulative
 logits bit for bit, and that (a) and (c) agree to the spike-flip tolerance where one is expected: on the
@@ -43,7 +45,7 @@ SIZES = {  # model -> (batch, T), (quick batch, quick T)
     "cifar32": ((32, 32), (8, 8)),
     "swin_t": ((1, 8), (1, 2)),
 }
-PATHS = ("fast", "step", "torch", "ann")
+PATHS = ("fast", "dense", "step", "torch", "ann")
 
 
 def relative_errors(ours, ref):
@@ -60,7 +62,9 @@ def bench_model(name, batch, T, threads, repeats, tmp, log):
         log(f"  measured {path}")
     res["ann"]["wall"] *= T  # T ANN forwards
     res["ann"]["cpu"] *= T
-    fast, step, ref = (np.load(out[p]) for p in ("fast", "step", "torch"))
+    fast, dense, step, ref = (np.load(out[p]) for p in ("fast", "dense", "step", "torch"))
+    res["dense_same_predictions"] = float((fast[-1].argmax(-1) == dense[-1].argmax(-1)).mean())
+    res["dense_rel"] = float(relative_errors(fast.astype(np.float64), dense.astype(np.float64)).max())
     assert np.array_equal(fast, step), f"{name}: fused multi-step and step-by-step logits differ"
     rel = relative_errors(fast.astype(np.float64), ref.astype(np.float64))
     agree = float((fast[-1].argmax(-1) == ref[-1].argmax(-1)).mean())
@@ -103,25 +107,29 @@ def main():
             print(f"   B={batch}, T={T}, {flops / 1e6:.1f} MFLOP per image-step")
             print(f"   {'path':<34}{'image-steps/s':>14}{'wall s':>9}{'GFLOP/s':>9}{'peak MiB':>10}{'(+MiB)':>9}")
             labels = {"fast": "(a) mst_ref fused (snn_forward)", "step": "(b) mst_ref step-by-step",
-                      "torch": "(c) torch reference, per step", "ann": "(d) T x ANN forward (NumPy)"}
+                      "torch": "(c) torch reference, per step", "ann": "(d) T x ANN forward (NumPy)",
+                      "dense": "(e) fused, dense products"}
             for path in PATHS:
                 r = res[path]
                 rate = batch * T / r["wall"]
                 grow = r["peak_mib"] - r["rss_before_mib"]
                 print(f"   {labels[path]:<34}{rate:>14.1f}{r['wall']:>9.3f}{rate * flops / 1e9:>9.1f}"
                       f"{r['peak_mib']:>10.0f}{grow:>9.0f}")
-            a, b, c, d = (res[p]["wall"] for p in PATHS)
+            a, e, b, c, d = (res[p]["wall"] for p in PATHS)
             gflops = batch * T / a * flops / 1e9
-            print(f"   ratios: a/c = {c / a:.2f}x (fused vs torch), a/d = {d / a:.2f}x (fused vs T ANN forwards; "
+            print(f"   ratios: a/c = {c / a:.2f}x (fused vs torch), a/e = {e / a:.2f}x (event-driven vs dense products), a/d = {d / a:.2f}x (fused vs T ANN forwards; "
                   f"cost a/d = {a / d:.2f}), b/c = {c / b:.2f}x (step-by-step vs torch)")
             print(f"   fused: {gflops:.1f} GFLOP/s = {100 * gflops / peak:.0f}% of the matmul peak")
             print(f"   logits: fused == step-by-step bit for bit; fused vs torch max relative error "
-                  f"{rel.max():.1e} (step 1: {rel[0]:.1e}), same prediction at T for {agree:.0%}\n")
-            summary.append((name, c / a, d / a, c / b, gflops / peak))
+                  f"{rel.max():.1e} (step 1: {rel[0]:.1e}), same prediction at T for {agree:.0%}; fused vs dense "
+                  f"products: max relative error {res['dense_rel']:.1e}, same prediction for "
+                  f"{res['dense_same_predictions']:.0%}\n")
+            summary.append((name, c / a, e / a, d / a, c / b, gflops / peak))
     print("## summary (ratios > 1: mst_ref faster)")
-    print(f"   {'model':<10}{'fused/torch':>12}{'fused/ANNxT':>13}{'step/torch':>12}{'of peak':>9}")
-    for name, ac, ad, bc, frac in summary:
-        print(f"   {name:<10}{ac:>11.2f}x{ad:>12.2f}x{bc:>11.2f}x{100 * frac:>8.0f}%")
+    print(f"   {'model':<10}{'fused/torch':>12}{'fused/dense':>12}{'fused/ANNxT':>13}{'step/torch':>12}{'of peak':>9}")
+    for name, ac, ae, ad, bc, frac in summary:
+        print(f"   {name:<10}{ac:>11.2f}x{ae:>11.2f}x{ad:>12.2f}x{bc:>11.2f}x{100 * frac:>8.0f}%")
+    print(f"# load at the end: {open('/proc/loadavg').read().split()[:3]}")
     return 0
 
 

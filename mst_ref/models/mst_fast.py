@@ -6,7 +6,10 @@ its ``(T, ...)`` arrays (affine op, scan, mask, count), and window attention run
 matrix products per step. This module computes the same network, for a :class:`~mst_ref.engine.modes.Mode`
 that is spiking without compensation, as
 
-- one BLAS matrix product per step for each linear layer, on ``(B*tokens, C)`` rows in grid order;
+- one BLAS matrix product per step for each linear layer, on ``(B*tokens, C)`` rows in grid order, or,
+  for the products fed by spikes (qkv, proj, fc1, fc2) at steps whose spike density is below
+  :data:`CROSSOVER`, an event-driven product that adds the weight rows of the nonzero inputs
+  (:func:`mst_ref.core.kernels.spike_linear`; :func:`products`);
 - one pass per activation site (:func:`mst_ref.core.kernels.site_scan`), with the neighbouring affine ops
   (the linear bias, BatchNorm, the residual adds) and RSM fused in;
 - one kernel for window attention (:func:`mst_ref.core.kernels.window_attention_scan`): the roll and the
@@ -60,6 +63,11 @@ _SPLIT_WORK = 2**22  # multiply-adds per step at least, before _gemm splits a pr
 # event-driven (kernels.spike_linear) rather than dense: measured on a two-core machine,
 # benchmarks/bench_sparse.py (docs/performance.md).
 CROSSOVER = 0.2
+# Largest transposed weight (bytes) computed event-driven: the crossover was measured with weights of
+# 9-147 KiB, which stay in L2 cache while their rows are added; a larger weight (Swin-T from stage 2 on)
+# is read row by row from further out, where BLAS's blocked product wins (random-weight Swin-T ran 0.8x
+# with events at every width), so its products stay dense.
+EVENT_MAX_WEIGHT = 2**18
 
 
 def supports(mode):
@@ -126,7 +134,7 @@ def products():
     """How the fast path computes the products fed by spikes: ``MST_REF_PRODUCTS`` if set, else "auto".
 
     "auto": per product and step, event-driven where the step's density of nonzero inputs is below
-    :data:`CROSSOVER`, dense (BLAS) above; "events": always event-driven; "dense": always BLAS (the fast
+    :data:`CROSSOVER` and the weight is at most :data:`EVENT_MAX_WEIGHT` bytes, dense (BLAS) otherwise; "events": always event-driven; "dense": always BLAS (the fast
     path as it was before event-driven products, kept as the baseline of benchmarks/bench_snn.py).
     """
     value = os.environ.get("MST_REF_PRODUCTS", "auto").strip() or "auto"
@@ -146,6 +154,8 @@ def _spike_product(mode, x, weight, key):
     if how == "dense":
         return _gemm(x, weight)
     T, R, K = x.shape
+    if how == "auto" and weight.size * x.itemsize > EVENT_MAX_WEIGHT:
+        return _gemm(x, weight)
     if how == "events":
         events = np.ones(T, dtype=bool)
     else:
