@@ -110,3 +110,22 @@ def test_products_setting_is_checked(monkeypatch):
     monkeypatch.setenv("MST_REF_PRODUCTS", "sparse")
     with pytest.raises(ValueError, match="auto, events or dense"):
         mst_fast.products()
+
+
+def test_site_counts_choose_as_the_density_count_does(monkeypatch):
+    # the fast path decides from the counts of the site that made the spikes; deciding from a fresh
+    # count of the nonzero inputs (nnz=None) must give the same products
+    model = MST.random(CFG, np.random.default_rng(0))
+    x = np.random.default_rng(1).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    seen = []
+    inner = mst_fast._spike_product
+
+    def check(mode, inputs, weight, key, nnz=None):
+        fresh = np.array([np.count_nonzero(inputs[t]) for t in range(inputs.shape[0])])
+        seen.append(nnz is not None)
+        np.testing.assert_array_equal(nnz, fresh)
+        return inner(mode, inputs, weight, key, nnz)
+
+    monkeypatch.setattr(mst_fast, "_spike_product", check)
+    model.snn_forward(x, 4, mask_ratio=0.5, rng=np.random.default_rng(0))
+    assert len(seen) == 4 * sum(CFG.depths) and all(seen)

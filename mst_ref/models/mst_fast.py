@@ -143,12 +143,13 @@ def products():
     return value
 
 
-def _spike_product(mode, x, weight, key):
+def _spike_product(mode, x, weight, key, nnz=None):
     """x W^T for inputs x (T, R, K) that are spikes: event-driven at sparse steps, BLAS at dense ones.
 
     Each step is computed one way or the other as a whole, by its own density, so the arithmetic of a
     step does not depend on the other steps of the call (step-by-step and chunked runs agree bit for
-    bit). ``key`` names the product; its transposed weight is kept in ``mode.state``.
+    bit). ``key`` names the product; its transposed weight is kept in ``mode.state``. ``nnz`` (T,): the
+    nonzero inputs of each step when the site that made x counted them (else they are counted here).
     """
     how = products()
     if how == "dense":
@@ -159,7 +160,8 @@ def _spike_product(mode, x, weight, key):
     if how == "events":
         events = np.ones(T, dtype=bool)
     else:
-        events, _ = event_steps(x, CROSSOVER)
+        events = (event_steps(x, CROSSOVER)[0] if nnz is None
+                  else np.asarray(nnz) < CROSSOVER * max(1, x[0].size))  # density < crossover
     if not events.any():
         return _gemm(x, weight)
     wt = mode.state.get(key)
@@ -202,7 +204,7 @@ def _mask(mode, name, shape):
 
 
 def _site(mode, name, x, threshold, shape, *, add=None, add_rows=None, bias=None, bn=None, pre=False,
-          post=None, out=True):
+          post=None, out=True, with_counts=False):
     """One fused activation site (:func:`mst_ref.core.kernels.site_scan`) with its state, RSM and bookkeeping.
 
     Parameters
@@ -220,6 +222,8 @@ def _site(mode, name, x, threshold, shape, *, add=None, add_rows=None, bias=None
         ``post += output`` in place (the residual add after the site).
     out : bool
         Return the outputs (they are kept anyway when the site is recorded).
+    with_counts : bool
+        Also return the nonzero outputs of each step (T,) (what the next product's density is).
 
     Returns
     -------
@@ -241,15 +245,17 @@ def _site(mode, name, x, threshold, shape, *, add=None, add_rows=None, bias=None
         _empty(3, np.float64) if u is None else u.reshape(T, R, C), p, y_pre,
         _empty(3, dt) if post is None else post, y_out)
     mode.observe(name, shape, counts, y_out.reshape(T, *shape) if keep else None)
+    y = y_out if keep else None
     if pre:
-        return (y_out if keep else None), y_pre
-    return y_out if keep else None
+        return (y, y_pre, counts) if with_counts else (y, y_pre)
+    return (y, counts) if with_counts else y
 
 
 def _attention(mode, s, prefix, g, stage, shift, batch):
     """Window attention of block ``prefix`` from the qkv products ``g`` (T, B*H*W, 3C) in grid order.
 
-    Returns the outputs of ``attn_v_if``, ``(T, B*nW*N, C)`` in window order.
+    Returns the outputs of ``attn_v_if``, ``(T, B*nW*N, C)`` in window order, and their nonzero count at
+    each step (T,).
     """
     T, dt = mode.steps, g.dtype
     ws, heads, C, res = stage.window, stage.heads, stage.dim, stage.resolution
@@ -289,7 +295,7 @@ def _attention(mode, s, prefix, g, stage, shift, batch):
         mode.observe(names[k], shapes[k], counts[k], y if mode.wants(names[k]) else None)
     mode.observe_product(f"{a}.qk", pairs=pairs[0])
     mode.observe_product(f"{a}.pv", pairs=pairs[1])
-    return out.reshape(T, batch * nW * N, C)
+    return out.reshape(T, batch * nW * N, C), counts[4]
 
 
 def _block(model, x, prefix, stage, shift, mode, batch):
@@ -299,24 +305,25 @@ def _block(model, x, prefix, stage, shift, mode, batch):
     L, nW = res * res, (res // ws) ** 2
     grid_shape, win_shape = (batch, L, C), (batch, nW, ws * ws, C)
     # h = Q[shortcut1_if](BN[norm1](x))
-    h = _site(mode, f"{prefix}.shortcut1_if", x, s[f"{prefix}.shortcut1_if.up"], grid_shape,
-              bn=bn_params(s, f"{prefix}.norm1"))
+    h, nnz = _site(mode, f"{prefix}.shortcut1_if", x, s[f"{prefix}.shortcut1_if.up"], grid_shape,
+                   bn=bn_params(s, f"{prefix}.norm1"), with_counts=True)
     # window attention (roll and partition inside the kernel), then Q[proj_if](o W^T + b) in window order
-    g = _spike_product(mode, h, s[f"{prefix}.attn.qkv.weight"], f"{prefix}.attn.qkv.wt")  # (T, B*N, 3C)
-    o = _attention(mode, s, prefix, g, stage, shift, batch)  # (T, B*nW*Ws*Ws, C)
-    g = _spike_product(mode, o, s[f"{prefix}.attn.proj.weight"], f"{prefix}.attn.proj.wt")  # (T, B*nW*Ws*Ws, C)
+    g = _spike_product(mode, h, s[f"{prefix}.attn.qkv.weight"], f"{prefix}.attn.qkv.wt", nnz)  # (T, B*N, 3C)
+    o, nnz = _attention(mode, s, prefix, g, stage, shift, batch)  # (T, B*nW*Ws*Ws, C)
+    g = _spike_product(mode, o, s[f"{prefix}.attn.proj.weight"], f"{prefix}.attn.proj.wt", nnz)  # (T, B*nW*N, C)
     h = _site(mode, f"{prefix}.attn.proj_if", g, s[f"{prefix}.attn.proj_if.up"], win_shape,
               bias=s[f"{prefix}.attn.proj.bias"])
     # x = BN[norm2](x + reverse(h)) ; m = Q[shortcut2_if](x)   (reverse + roll: a row gather)
     rows = (window_order(res, ws, shift)[None, :] + np.arange(batch)[:, None] * L).reshape(-1)  # (B*N,)
-    m, x = _site(mode, f"{prefix}.shortcut2_if", x, s[f"{prefix}.shortcut2_if.up"], grid_shape, add=h,
-                 add_rows=rows, bn=bn_params(s, f"{prefix}.norm2"), pre=True)
+    m, x, nnz = _site(mode, f"{prefix}.shortcut2_if", x, s[f"{prefix}.shortcut2_if.up"], grid_shape, add=h,
+                      add_rows=rows, bn=bn_params(s, f"{prefix}.norm2"), pre=True, with_counts=True)
     # x = x + Q[fc2_if](Linear[fc2](Q[fc1_if](Linear[fc1](m))))   ([BN] after each linear if present)
     mlp_norm = model.config.mlp_norm
-    g = _spike_product(mode, m, s[f"{prefix}.mlp.fc1.weight"], f"{prefix}.mlp.fc1.wt")  # (T, B*N, rC)
-    f = _site(mode, f"{prefix}.mlp.fc1_if", g, s[f"{prefix}.mlp.fc1_if.up"], (batch, L, stage.hidden),
-              bias=s[f"{prefix}.mlp.fc1.bias"], bn=bn_params(s, f"{prefix}.mlp.norm1") if mlp_norm else None)
-    g = _spike_product(mode, f, s[f"{prefix}.mlp.fc2.weight"], f"{prefix}.mlp.fc2.wt")  # (T, B*N, C)
+    g = _spike_product(mode, m, s[f"{prefix}.mlp.fc1.weight"], f"{prefix}.mlp.fc1.wt", nnz)  # (T, B*N, rC)
+    f, nnz = _site(mode, f"{prefix}.mlp.fc1_if", g, s[f"{prefix}.mlp.fc1_if.up"], (batch, L, stage.hidden),
+                   bias=s[f"{prefix}.mlp.fc1.bias"], bn=bn_params(s, f"{prefix}.mlp.norm1") if mlp_norm else None,
+                   with_counts=True)
+    g = _spike_product(mode, f, s[f"{prefix}.mlp.fc2.weight"], f"{prefix}.mlp.fc2.wt", nnz)  # (T, B*N, C)
     _site(mode, f"{prefix}.mlp.fc2_if", g, s[f"{prefix}.mlp.fc2_if.up"], grid_shape,
           bias=s[f"{prefix}.mlp.fc2.bias"], bn=bn_params(s, f"{prefix}.mlp.norm2") if mlp_norm else None,
           post=x, out=False)
