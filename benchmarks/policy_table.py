@@ -54,7 +54,7 @@ def measure(args):
 def render(args):
     files = [json.loads(Path(f).read_text()) for f in args.files]
     rows = [r for f in files for r in f["rows"]]
-    meta = files[0]
+    meta = next(f for f in files if "model" in f)  # mst-ref mask-sweep --json files carry the same keys
     base = next(r for r in rows if r["ratio"] == 0)
     print(f"model {meta['model']}, first {meta['images']} test images, T = {meta['timesteps']}, "
           f"{meta['seeds']} mask seeds, sites {meta['mask_sites']}, schedule {meta['schedule']}")

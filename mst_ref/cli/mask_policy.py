@@ -6,7 +6,8 @@ Runs :func:`mst_ref.analysis.policies.sweep_policy` (policies: :mod:`mst_ref.eng
 ``--ratios`` (p = 0 always, once), prints per ratio the accuracy (mean and sd over seeds), SOPs, energy
 and delivered spikes per image and the acceptable range p* (the largest p within 0.5 point of p = 0),
 and with ``--json`` writes ``{"rows": [{"policy", "ratio", "accuracy", "accuracy_std", "sops",
-"energy_pj", "delivered", ...}]}`` (counts per image, accuracy in %).
+"energy_pj", "delivered", ...}], "model", "images", "timesteps", "seeds", "mask_sites", "schedule"}``
+(counts per image, accuracy in %), which ``benchmarks/policy_table.py render`` reads.
 """
 
 import json
@@ -81,7 +82,9 @@ def cmd_policy_sweep(args, model, images, labels, dataset, neuron, ratios):
           f"per seed p* = {res.ratio_mean:.3g} +- {res.ratio_std:.2g}")
     if args.json:
         try:
-            Path(args.json).write_text(json.dumps({"rows": rows}, indent=1))
+            meta = {"model": Path(args.checkpoint).name, "images": len(images), "timesteps": args.timesteps,
+                    "seeds": args.seeds, "mask_sites": sites, "schedule": schedule}
+            Path(args.json).write_text(json.dumps({"rows": rows, **meta}, indent=1))
         except OSError as e:
             raise UsageError(f"cannot write --json {args.json}: {e.strerror}")
         print(f"wrote {args.json}", file=sys.stderr)
