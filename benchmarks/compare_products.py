@@ -9,7 +9,8 @@ For each batch (``--batch-size``, 100, as ``mst-ref eval``'s default) the shippe
 same load), timing each; printed: the number of test images whose prediction at T differs between the
 two, the accuracy of each, the largest relative difference of the cumulative logits, and the time of
 each, with the load average. The predictions and times so far are saved to ``--state`` after every
-batch, and a rerun resumes from there (the run takes tens of minutes on two busy cores).
+batch, and a rerun resumes from there, also with a larger ``--limit`` (the run takes tens of minutes on
+two busy cores).
 
 A script, not a test: the times depend on the machine and its load.
 """
@@ -50,9 +51,11 @@ def main():
     state = Path(args.state)
     keys = ("auto", "dense")
     saved = dict(np.load(state)) if state.exists() else {}
-    if saved and (int(saved["n"]) != n or int(saved["T"]) != args.timesteps):
+    if saved and (int(saved["n"]) > n or int(saved["T"]) != args.timesteps):
         raise SystemExit(f"{state} holds another run (n = {int(saved['n'])}, T = {int(saved['T'])}); remove it")
-    pred = {k: saved.get(f"pred_{k}", np.full(n, -1, np.int64)) for k in keys}
+    # a run on fewer images is extended (its first images are the same)
+    pred = {k: np.concatenate([saved.get(f"pred_{k}", np.zeros(0, np.int64)),
+                               np.full(n - int(saved.get("n", 0)), -1, np.int64)]) for k in keys}
     seconds = {k: float(saved.get(f"seconds_{k}", 0.0)) for k in keys}
     rel = float(saved.get("rel", 0.0))
     done = int(saved.get("done", 0))
