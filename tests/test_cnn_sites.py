@@ -196,3 +196,15 @@ def test_training_twin_masks_the_configurations_sites(arch, name):
     assert tuple(masked) == want
     ratios = {n: m.mask_ratio for n, m in model.named_modules() if isinstance(m, IF)}
     assert {n for n, p in ratios.items() if p > 0} == set(want) and all(ratios[n] == 0.75 for n in want)
+
+
+def test_a_masked_model_is_compared_with_its_familys_unmasked_model():
+    from mst_ref.cli.table import add_unmasked_reference
+
+    rows = [{"model": "VGG-16", "trained_ratio": 0.0, "ratio": 0.0, "energy_pj": 10.0, "accuracy": 90.0},
+            {"model": "VGG-16", "trained_ratio": 0.75, "ratio": 0.75, "energy_pj": 6.0, "accuracy": 85.5},
+            {"model": "MST", "trained_ratio": 0.75, "ratio": 0.75, "energy_pj": 6.0, "accuracy": 85.5}]
+    add_unmasked_reference(rows)
+    assert rows[1]["energy_vs_unmasked_model"] == pytest.approx(0.6)
+    assert rows[1]["accuracy_vs_unmasked_model"] == pytest.approx(-4.5)
+    assert "energy_vs_unmasked_model" not in rows[0] and "energy_vs_unmasked_model" not in rows[2]

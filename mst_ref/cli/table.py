@@ -22,6 +22,7 @@ its config records (the CNNs were trained on Fashion-MNIST padded from 28 to 32 
 """
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ SHIPPED = [  # (file, family label, trained ratio, mask sites)
     ("resnet18_fashion.pth", "ResNet-18", 0.0, None),  # None: the --cnn-sites configurations
     ("resnet18_fashion_rsm75.pth", "ResNet-18", 0.75, "trained"),  # as trained (its config says)
     ("vgg16_fashion.pth", "VGG-16", 0.0, None),
-    ("vgg16_fashion_rsm75.pth", "VGG-16", 0.75, "trained"),
+    ("vgg16_fashion_rsm75_stage_input.pth", "VGG-16", 0.75, "trained"),  # RSM at the reconstructed sites
 ]
 POSTER = {  # the poster's table (CIFAR-10): accuracy % and power ratio at p = 0, 0.5, 0.75
     "MST": ((97.27, 97.25, 97.29), (1.0, 0.82, 0.74)),
@@ -170,6 +171,17 @@ def _batches(loaded, dataset, limit, batch_size):
     return batches, n
 
 
+def add_unmasked_reference(rows):
+    """Rows of a model trained with RSM gain ``energy_vs_unmasked_model`` / ``accuracy_vs_unmasked_model``:
+    against the same family's model trained without masking, at p = 0, when the table has it."""
+    base = {r["model"]: r for r in rows if r["trained_ratio"] == 0 and r["ratio"] == 0}
+    for r in rows:
+        b = base.get(r["model"])
+        if r["trained_ratio"] > 0 and b is not None:
+            r["energy_vs_unmasked_model"] = r["energy_pj"] / b["energy_pj"] if b["energy_pj"] else math.nan
+            r["accuracy_vs_unmasked_model"] = r["accuracy"] - b["accuracy"]
+
+
 def reconstruction_lines(rows):
     """For each model masked at several configurations: the one closest to the poster's P."""
     lines = []
@@ -260,6 +272,7 @@ def cmd_rsm_table(args):
         masked = measure_ratios(spec, batches, T, [p for p in ratios if p > 0], args.seeds, on_batch=tick)
         rows += table_rows(spec, [unmasked[id(spec.model)]] + masked)
     bar.close()
+    add_unmasked_reference(rows)
     print(f"rsm-table: T = {T}, {jobs[0][3]} images of {args.data} ({args.split}), {args.seeds} mask seed(s) per p > 0; "
           "counts per image, x = ratio against p = 0 of the same model and sites; f = share of the SOPs "
           "behind the masked sites at p = 0; MST masked at q, k, attention scores and MLP input")
@@ -269,6 +282,11 @@ def cmd_rsm_table(args):
         print(f"  {label:<10} " + "   ".join(f"{a:.2f}% x{w:.2f}" for a, w in zip(acc, power)))
     for line in reconstruction_lines(rows):
         print(line)
+    for r in rows:
+        if "energy_vs_unmasked_model" in r and r["ratio"] > 0:
+            print(f"{r['model']} trained with p = {r['trained_ratio']:g} at p = {r['ratio']:g}: energy "
+                  f"x{r['energy_vs_unmasked_model']:.3f}, accuracy {r['accuracy_vs_unmasked_model']:+.2f} against "
+                  f"the {r['model']} trained without masking at p = 0")
     print(f"standard error of one accuracy on {rows[0]['images']} images: at most "
           f"{max(r['accuracy_se'] for r in rows):.2f} points (sqrt(a (1 - a) / n))")
     if args.json:
