@@ -241,6 +241,7 @@ def test_fuzz_mutated_files(tmp_path, name, data):
     assert time.perf_counter() - t < 2
 
 
+@pytest.mark.kernels
 @settings(max_examples=80, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from([1, 2, -3]), st.integers(-2, 12), st.integers(-1, 4), st.integers(-1, 4),
                           st.integers(-1, 2)), max_size=6), st.integers(0, 40))
