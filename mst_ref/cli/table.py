@@ -38,7 +38,7 @@ SHIPPED = [  # (file, family label, trained ratio, mask sites)
     ("mst_fashion.pth", "MST", 0.0, "paper"),
     ("mst_fashion_rsm75_paper.pth", "MST", 0.75, "paper"),
     ("resnet18_fashion.pth", "ResNet-18", 0.0, None),  # None: the --cnn-sites configurations
-    ("resnet18_fashion_rsm75.pth", "ResNet-18", 0.75, "trained"),  # as trained (its config says)
+    ("resnet18_fashion_rsm75_block_input.pth", "ResNet-18", 0.75, "trained"),  # RSM at the reconstructed sites
     ("vgg16_fashion.pth", "VGG-16", 0.0, None),
     ("vgg16_fashion_rsm75_stage_input.pth", "VGG-16", 0.75, "trained"),  # RSM at the reconstructed sites
 ]
@@ -344,7 +344,7 @@ def add_rsm_regions_parser(sub):
     p.add_argument("--ratios", default="0,0.5,0.75")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoints", default=None, help="comma-separated checkpoints (default: the shipped "
-                   "MST and ResNet-18 trained with p = 0.75)")
+                   "MST and ResNet-18 trained with p = 0.75, the ResNet at its reconstructed sites)")
     p.add_argument("--out", default="rsm_out", help="folder for rsm_regions.png (default ./rsm_out)")
     p.set_defaults(func=cmd_rsm_regions)
 
@@ -357,7 +357,8 @@ def cmd_rsm_regions(args):
     at_least(args.images, 1, "--images")
     out = check_output_dir(args.out, "--out")
     paths = (args.checkpoints.split(",") if args.checkpoints else
-             [data.shipped_file("mst_fashion_rsm75_paper.pth"), data.shipped_file("resnet18_fashion_rsm75.pth")])
+             [data.shipped_file("mst_fashion_rsm75_paper.pth"),
+              data.shipped_file("resnet18_fashion_rsm75_block_input.pth")])
     dataset = data.load_dataset(args.data, "test")
     images, heats, labels, lines = [], [], [], []
     note_compiling()
