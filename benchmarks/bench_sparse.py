@@ -2,6 +2,7 @@
 against this machine's add rate.
 
 Run: python benchmarks/bench_sparse.py [--threads 1] [--batch 32] [--repeats 5] [--densities 0.05,0.1,...]
+                                      [--skip-shapes]
 
 1. The add rate: a Numba loop adding weight rows into an output row (``y += v * W^T_k`` over the rows
    k of a list), the synaptic operation with no gathering, at the shipped model's widths. It bounds
@@ -13,7 +14,7 @@ Run: python benchmarks/bench_sparse.py [--threads 1] [--batch 32] [--repeats 5] 
    switches at mst_ref.models.mst_fast.CROSSOVER.
 3. The shipped model itself (batch ``--batch``, T = 8, the sample images): SOPs per second of its
    event-driven products (nonzero inputs x Cout, counted) over the time spent in them, against (1),
-   and the spike density each product saw.
+   and the spike density each product saw (``--skip-shapes``: 1 and 3 only).
 
 Best of ``--repeats``; /proc/loadavg printed before and after. A script, not a test: the numbers depend
 on the machine and its load.
@@ -95,6 +96,7 @@ def main():
     parser.add_argument("--steps", type=int, default=4, help="steps per product call")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--densities", default="0.05,0.1,0.2,0.3,0.4,0.5,0.7")
+    parser.add_argument("--skip-shapes", action="store_true", help="skip part 2 (the crossover table)")
     args = parser.parse_args()
     densities = [float(d) for d in args.densities.split(",")]
     rng = np.random.default_rng(0)
@@ -105,11 +107,12 @@ def main():
         rate, _ = add_rate(args.repeats, rng)
         print(f"\n## 1. add rate (Numba row additions, no gather): {rate / 1e9:.2f} e9 additions/s "
               f"on {args.threads} thread(s)\n")
-        print("## 2. dense (BLAS) time / event-driven time, per product and density")
-        print(f"   {'product':<8}{'R':>7}{'K':>5}{'Cout':>6}" + "".join(f"{d:>7.2f}" for d in densities)
-              + f"{'crossover':>11}")
+        if not args.skip_shapes:
+            print("## 2. dense (BLAS) time / event-driven time, per product and density")
+            print(f"   {'product':<8}{'R':>7}{'K':>5}{'Cout':>6}" + "".join(f"{d:>7.2f}" for d in densities)
+                  + f"{'crossover':>11}")
         found = []
-        for name, rows, K, cout in SHAPES:
+        for name, rows, K, cout in ([] if args.skip_shapes else SHAPES):
             R = rows * args.batch
             w = rng.standard_normal((cout, K)).astype(np.float32)
             wt = np.ascontiguousarray(w.T)
@@ -145,14 +148,24 @@ def main():
             stats["inputs"] += int(steps.sum()) * x[0].size
             return out
 
+        seen = {}  # product -> densities of its input at each step
+        chooser = mst_fast._spike_product
+
+        def recorded(mode, x, weight, key, nnz=None):
+            seen.setdefault(key.removesuffix(".wt"), []).extend(
+                (np.asarray(nnz) / max(1, x[0].size)).tolist() if nnz is not None else [])
+            return chooser(mode, x, weight, key, nnz)
+
         model.snn_forward(images, 8)  # warm-up
         kernels.spike_linear = counted
+        mst_fast._spike_product = recorded
         try:
             t0 = time.perf_counter()
             model.snn_forward(images, 8)
             wall = time.perf_counter() - t0
         finally:
             kernels.spike_linear = inner
+            mst_fast._spike_product = chooser
         sops_rate = stats["sops"] / max(stats["seconds"], 1e-12)
         print(f"\n## 3. shipped model, batch {args.batch}, T = 8: {args.batch * 8 / wall:.0f} image-steps/s; "
               f"event-driven products took {stats['seconds']:.3f} s of {wall:.3f} s, "
@@ -160,6 +173,10 @@ def main():
               f"{stats['nnz'] / max(stats['inputs'], 1):.3f}")
         print(f"   {sops_rate / 1e9:.2f} e9 SOPs/s = {100 * sops_rate / rate:.0f}% of the add rate "
               f"({rate / 1e9:.2f} e9/s, the limit)")
+        print(f"   input spike density of each product (mean over the 8 steps; event-driven below "
+              f"{mst_fast.CROSSOVER}):")
+        for key, dens in seen.items():
+            print(f"     {key:<34}{np.mean(dens):.3f}")
     print(f"\n# load after: {load()}")
     return 0
 
