@@ -227,3 +227,20 @@ def test_cnn_policies_same_masks_fast_readable_and_chunked(kind):
         np.testing.assert_array_equal(other.records[site], ref.records[site])
         np.testing.assert_allclose(other.step_logits, ref.step_logits, rtol=1e-4, atol=1e-4)
     assert sum(ref.spike_counts_by_site[n] for n in ref.mask_ratios) < sum(ref.fired_by_site[n] for n in ref.mask_ratios)
+
+
+@pytest.mark.parametrize("kind", ["token", "regular", "schedule"])
+def test_policies_with_per_image_mask_streams(model, images, kind):
+    from mst_ref.engine.mask_streams import ImageSeeds
+    policy = MaskPolicy.named(kind, "ramp:2" if kind == "schedule" else None)
+    def run(fast, chunk, idx):
+        return model.snn_forward(images[idx], T, mask_ratio=0.5, rng=ImageSeeds(3, tuple(idx)), fast=fast,
+                                 chunk=chunk, mask_policy=policy, record="layers.0.blocks.0.attn.k_if")
+    both = run(False, T, [0, 1])
+    for fast, chunk in ((True, T), (True, 1), (False, 2)):
+        np.testing.assert_array_equal(run(fast, chunk, [0, 1]).records["layers.0.blocks.0.attn.k_if"],
+                                      both.records["layers.0.blocks.0.attn.k_if"])
+    # an image's masks do not depend on the batch it is in
+    alone = run(False, T, [1])
+    np.testing.assert_array_equal(alone.records["layers.0.blocks.0.attn.k_if"][:, 0],
+                                  both.records["layers.0.blocks.0.attn.k_if"][:, 1])
