@@ -15,30 +15,30 @@ mask (a ResNet block's first convolution and its shortcut read the same spikes).
 
 ResNet-18 (17 sites: ``conv1.2``, then per BasicBlock ``residual_function.2`` and ``act``):
 
-==================  ===========================================================================
-``all``             every site (also ``published`` and ``paper``: what the CNNs were masked at
-                    before these configurations existed)
-``block-input``     the spikes each BasicBlock receives: ``conv1.2`` and the ``act`` of every
-                    block but the last (whose spikes feed the pooled classifier, not a block)
-``stream``          ``block-input`` and the last ``act``: every site on the residual stream (the
-                    last ``act`` feeds only the classifier, ~0.1% of the SOPs: the same reading
-                    as ``block-input``, so not a separate candidate of the reconstruction)
-``residual-branch`` the spikes inside each block's residual branch (``residual_function.2``,
-                    between its two convolutions)
-``conv2_x`` ...     every site of one stage (its two blocks); ``conv1`` = ``conv1.2``
-==================  ===========================================================================
+=====================  ========================================================================
+``all``                every site (also ``published`` and ``paper``: what the CNNs were masked at
+                       before these configurations existed)
+``block-input``        the spikes each BasicBlock receives: ``conv1.2`` and the ``act`` of every
+                       block but the last (whose spikes feed the pooled classifier, not a block)
+``stream``             ``block-input`` and the last ``act``: every site on the residual stream (the
+                       last ``act`` feeds only the classifier, ~0.1% of the SOPs: the same reading
+                       as ``block-input``, so not a separate candidate of the reconstruction)
+``residual-branch``    the spikes inside each block's residual branch (``residual_function.2``,
+                       between its two convolutions)
+``conv2_x`` ...        every site of one stage (its two blocks); ``conv1`` = ``conv1.2``
+=====================  ========================================================================
 
 VGG-16 (15 sites: 13 ``layerN.M`` after the convolutions, ``classifier.2``, ``classifier.5``):
 
-==================  ===========================================================================
-``all``             every site (also ``published`` and ``paper``)
-``stage-input``     the spikes that, average-pooled, enter the first convolution of stages 2-5:
-                    the last site of ``layer1`` ... ``layer4`` (stage 1 reads the analog image)
-``stage-output``    the last site of every stage (``stage-input`` and the spikes entering the
-                    classifier)
-``stage-first``     the first site of every stage (after its first convolution)
-``layer1`` ...      every site of one stage; ``classifier`` = its two hidden layers
-==================  ===========================================================================
+=====================  ========================================================================
+``all``                every site (also ``published`` and ``paper``)
+``stage-input``        the spikes that, average-pooled, enter the first convolution of stages 2-5:
+                       the last site of ``layer1`` ... ``layer4`` (stage 1 reads the analog image)
+``stage-output``       the last site of every stage (``stage-input`` and the spikes entering the
+                       classifier)
+``stage-first``        the first site of every stage (after its first convolution)
+``layer1`` ...         every site of one stage; ``classifier`` = its two hidden layers
+=====================  ========================================================================
 
 The configuration each family's table runs by default is the one whose energy ratios come closest
 to the poster's power figure (:data:`RECONSTRUCTED`; docs/masking_table.md has the measurement).
