@@ -1,6 +1,7 @@
 """Event readers: files written by a separate encoder (this file's, from the format descriptions) decode
 exactly; hostile files end in one DataError naming the file."""
 
+import os
 import struct
 import time
 
@@ -266,4 +267,7 @@ def test_aedat3_many_empty_packets_in_bounded_time(tmp_path):
     raw = b"#!AER-DAT3.1\r\n#!END-HEADER\r\n" + struct.pack("<hhiiiiii", 2, 1, 8, 4, 0, 0, 0, 0) * 400_000
     t = time.perf_counter()
     ev, _ = read_events(write(tmp_path, "many.aedat", raw))
-    assert len(ev) == 0 and time.perf_counter() - t < 2
+    elapsed = time.perf_counter() - t
+    assert len(ev) == 0
+    if os.environ.get("NUMBA_DISABLE_JIT") != "1":  # the bound is the compiled packet walk's; as Python it is ~20x slower
+        assert elapsed < 2
