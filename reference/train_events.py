@@ -14,7 +14,8 @@ sees the mean of ``--bins`` frames.
 
 Recipe: the shipped Fashion-MNIST recipe (reference/train_fashion.py) with a smaller model by default
 (patch 4: 7 x 7 tokens, one stage of 4 blocks, embed 48, 3 heads, window 7), augmentation by random crop (pad 2) only -- a horizontal flip would also
-mirror the saccade's direction. Resumable: ``state.pt`` after every epoch; rerun with the same --out.
+mirror the saccade's direction. ``--init CHECKPOINT`` fine-tunes a trained model (e.g. on more recordings).
+Resumable: ``state.pt`` after every epoch; rerun with the same --out.
 """
 from __future__ import annotations
 
@@ -101,6 +102,7 @@ def main(argv=None):
     ap.add_argument("--train-limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", default=None, help="start from this checkpoint.pth's weights (same architecture)")
     args = ap.parse_args(argv)
     t_start = time.time()
     torch.set_num_threads(args.threads)
@@ -132,6 +134,9 @@ def main(argv=None):
         opt.load_state_dict(st["optimizer"])
         epoch, total, max_acc, log = st["epoch"], st["total_epochs"], st["max_accuracy"], st["log"]
         print(f"resumed at epoch {epoch} of {total}", flush=True)
+    elif args.init:
+        model.load_state_dict(torch.load(args.init, weights_only=True)["model"])
+        print(f"initialised from {args.init}", flush=True)
     gen = torch.Generator()
     gen.manual_seed(args.seed + epoch)
 

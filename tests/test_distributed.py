@@ -245,3 +245,40 @@ def test_mask_sweep_table_same_in_shards(capsys):
         assert main(argv + extra) == 0
         tables.append(capsys.readouterr().out)
     assert tables[0] == tables[1] and "0.75" in tables[0]
+
+
+def test_rsm_table_same_in_shards_and_as_the_library(tmp_path, capsys):
+    """`mst-ref rsm-table` (MST and a CNN, p = 0 / 0.75, two seeds) in one process, in 2 processes with
+    shards of 2 images, and with another batch size: equal JSON rows; equal to the library's
+    measure_ratios over the same images; a rerun with --cache computes nothing."""
+    from mst_ref.analysis.rsm_table import RowSpec, measure_ratios, table_rows
+    from mst_ref.cli.table import _batches
+
+    ckpts = [str(data.shipped_file("mst_fashion_rsm75_paper.pth")), str(data.shipped_file("vgg16_fashion.pth"))]
+    argv = ["rsm-table", "--data", str(SAMPLE), "--checkpoints", ",".join(ckpts), "--limit", "4",
+            "--timesteps", "2", "--ratios", "0,0.75", "--seeds", "2"]
+    runs = {"one process": ["--batch-size", "2"], "workers": ["--batch-size", "2", "--workers", "2", "--shard-size", "2"],
+            "batch 4": ["--batch-size", "4"], "cached": ["--batch-size", "2", "--shard-size", "2", "--cache", str(tmp_path / "c")],
+            "resumed": ["--batch-size", "2", "--shard-size", "2", "--cache", str(tmp_path / "c")]}
+    rows = {}
+    for name, extra in runs.items():
+        out = tmp_path / f"{name}.json"
+        assert main(argv + extra + ["--json", str(out)]) == 0
+        rows[name] = json.loads(out.read_text())["rows"]
+        err = capsys.readouterr().err
+    assert "0 shard(s) computed; 2 read from the cache" in err  # the resumed run: every shard from the cache
+    for name in runs:
+        assert rows[name] == rows["one process"], name
+    assert [(r["model"], r["ratio"]) for r in rows["one process"]] == [("MST", 0), ("MST", 0.75), ("VGG-16", 0),
+                                                                      ("VGG-16", 0.75)]
+    masked = rows["one process"][1]
+    assert masked["delivered"] < masked["fired"] and masked["seeds"] == 2
+    # the library, in this process, batch by batch
+    dataset = data.load_dataset(SAMPLE)
+    loaded = load_model(ckpts[0])
+    spec = RowSpec("MST", loaded.model, 0.75, loaded.model.trained_mask_sites, loaded.model.trained_mask_rescale)
+    batches, _ = _batches(loaded, dataset, 4, 2)
+    lib = table_rows(spec, measure_ratios(spec, batches, 2, [0.0, 0.75], 2))
+    for got, want in zip(lib, rows["one process"][:2]):
+        assert got["accuracy"] == want["accuracy"] and got["fired"] == pytest.approx(want["fired"])
+        assert got["sops"] == pytest.approx(want["sops"]) and got["energy_pj"] == pytest.approx(want["energy_pj"])

@@ -77,3 +77,18 @@ def test_event_errors_are_one_line(saccade_dir, capsys, tmp_path):
     assert main(["events", "inspect", str(tmp_path / "bad.bin")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "5-byte records" in err
+
+
+def test_eval_events_same_in_shards(saccade_dir, tmp_path):
+    """Event folders go through the sharded core like images: 2 processes, shards of 2 recordings, masked,
+    give the JSON of one process."""
+    import json
+
+    root, _ = saccade_dir
+    argv = ["eval", str(data.shipped_file("mst_events_voxel.pth")), "--data", str(root / "out"), "--events",
+            "frames", "--timesteps", "2,4", "--batch-size", "2", "--mask-ratio", "0.5", "--seed", "1"]
+    outs = []
+    for k, extra in enumerate([[], ["--workers", "2", "--shard-size", "2"]]):
+        assert main(argv + extra + ["--json", str(tmp_path / f"{k}.json")]) == 0
+        outs.append(json.loads((tmp_path / f"{k}.json").read_text()))
+    assert outs[0] == outs[1] and outs[0]["n"] == 4 and outs[0]["spikes_per_image"] > 0

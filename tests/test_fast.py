@@ -55,11 +55,16 @@ def test_site_scan_kernel_equals_reference(T, R, C, static, opts, gain, dtype, s
         pre = np.zeros((T, R, C), dtype) if "pre" in opts else _none(3, dtype)
         post = post0.copy() if "post" in opts else _none(3, dtype)
         out = np.zeros((T, R, C), dtype) if "out" in opts else _none(3, dtype)
-        counts = fn(x, T, add, rows, bias, scale, shift, lam, gain, v, u, 0.4, pre, post, out)
-        results.append((counts, v, pre, post, out))
+        counts, fired = fn(x, T, add, rows, bias, scale, shift, lam, gain, v, u, 0.4, pre, post, out)
+        results.append((counts, fired, v, pre, post, out))
     for got, want in zip(*results):
         np.testing.assert_array_equal(got, want)
         assert got.dtype == want.dtype
+    counts, fired = results[0][:2]
+    # RSM or a silenced site (gain 0) only removes spikes; unmasked, the two counts agree
+    assert (counts <= fired).all()
+    if "mask" not in opts and gain != 0.0:
+        np.testing.assert_array_equal(counts, fired)
 
 
 @pytest.mark.kernels
@@ -69,13 +74,23 @@ def test_site_scan_by_hand():
     v = np.ones((1, 1), np.float32)
     out = np.zeros((3, 1, 1), np.float32)
     one = np.ones(1, np.float32)
-    counts = kernels.site_scan(x, 3, _none(3, np.float32), _none(1, np.int64), one * 0.5, one * 2, one * -1,
-                               2.0, 1.0, v, _none(3, np.float64), 0.0, _none(3, np.float32),
-                               _none(3, np.float32), out)
+    counts, fired = kernels.site_scan(x, 3, _none(3, np.float32), _none(1, np.int64), one * 0.5, one * 2,
+                                      one * -1, 2.0, 1.0, v, _none(3, np.float64), 0.0, _none(3, np.float32),
+                                      _none(3, np.float32), out)
     # v: 1.5 (no spike) -> 2.5 spike -> 0.5 -> 0.5 (no spike)
     np.testing.assert_array_equal(out.ravel(), [0.0, 2.0, 0.0])
     np.testing.assert_array_equal(counts, [0, 1, 0])
+    np.testing.assert_array_equal(fired, [0, 1, 0])
     assert v[0, 0] == 0.5
+    # the same input with RSM: the uniform of step 2 (0.3) is below p = 0.5, so its spike is fired but dropped
+    v[...] = 1.0
+    u = np.array([0.9, 0.3, 0.9]).reshape(3, 1, 1)
+    counts, fired = kernels.site_scan(x, 3, _none(3, np.float32), _none(1, np.int64), one * 0.5, one * 2,
+                                      one * -1, 2.0, 1.0, v, u, 0.5, _none(3, np.float32), _none(3, np.float32),
+                                      out)
+    np.testing.assert_array_equal(out.ravel(), [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(counts, [0, 0, 0])
+    np.testing.assert_array_equal(fired, [0, 1, 0])
 
 
 def test_if_neuron_unchecked_equals_checked():
@@ -124,8 +139,8 @@ def _attention_case(rng, T, B, ws, side, heads, hd, shifted, masked, recorded, b
 
 def _run_attention(fn, fixed, uniforms, fresh):
     states, records, out = fresh()
-    counts, pairs = fn(*fixed, *states, *uniforms, *records, out)
-    return [counts, pairs, out, *states, *records]
+    counts, fired, pairs = fn(*fixed, *states, *uniforms, *records, out)
+    return [counts, pairs, out, *states, *records, fired]
 
 
 @pytest.mark.kernels
@@ -144,6 +159,10 @@ def test_window_attention_kernel_equals_reference(T, B, ws, side, heads, hd, shi
     assume(got[0][:4].sum() > 0)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
+    counts, fired = got[0], got[-1]
+    assert (counts <= fired).all()  # RSM only removes spikes
+    if not masked:
+        np.testing.assert_array_equal(counts, fired)
 
 
 @pytest.mark.kernels

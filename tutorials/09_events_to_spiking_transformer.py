@@ -158,14 +158,14 @@ plots.image_panels_png(OUT / "09_voxel_grid.png", vpanels, [f"bin {k}" for k in 
 # %%
 ckpt = data.shipped_file("mst_events_voxel.pth")
 from mst_ref.cli.common import load_model  # noqa: E402
-from mst_ref.cli.events import code_recording  # noqa: E402
+from mst_ref.io.event_folders import model_input  # noqa: E402
 
 loaded = load_model(ckpt)
 model, mcfg = loaded.model, loaded.model.config
 mean = np.asarray(loaded.mean).reshape(-1, 1, 1)
 std = np.asarray(loaded.std).reshape(-1, 1, 1)
-static = code_recording(ev, sensor, "voxel", 9, mcfg)  # (18, 28, 28)
-per_step = code_recording(ev, sensor, "frames", 9, mcfg)  # (9, 18, 28, 28)
+static = model_input(ev, sensor, "voxel", 9, mcfg.img_size, mcfg.in_chans)  # (18, 28, 28)
+per_step = model_input(ev, sensor, "frames", 9, mcfg.img_size, mcfg.in_chans)  # (9, 18, 28, 28)
 print("input per step, events in each channel (rows: steps 0-3):")
 print(per_step[:4].sum(axis=(2, 3)).astype(int))
 assert np.allclose(per_step.mean(axis=0), static)
@@ -182,8 +182,8 @@ print("model:", mcfg.img_size, "px,", mcfg.in_chans, "channels, patch", mcfg.pat
 n, T = 24, 32
 recs = [simulate_saccades(sample.images[i, ..., 0], SaccadeConfig(), recording_rng(0, "test", i)) for i in range(n)]
 y = sample.labels[:n]
-xv = np.stack([(code_recording(r, sensor, "voxel", 9, mcfg) - mean) / std for r in recs]).astype(model.dtype)
-xf = np.stack([(code_recording(r, sensor, "frames", 9, mcfg) - mean) / std for r in recs], axis=1).astype(model.dtype)
+xv = np.stack([(model_input(r, sensor, "voxel", 9, 28, 18) - mean) / std for r in recs]).astype(model.dtype)
+xf = np.stack([(model_input(r, sensor, "frames", 9, 28, 18) - mean) / std for r in recs], axis=1).astype(model.dtype)
 ann = (model.ann_forward(xv).argmax(-1) == y).mean()
 assert np.array_equal(model.ann_forward(xf).argmax(-1), model.ann_forward(xv).argmax(-1))
 rv, rf = model.snn_forward(xv, T), model.snn_forward(xf, T)

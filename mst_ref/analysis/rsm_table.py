@@ -20,9 +20,10 @@ measures every quantity that figure could mean, for any model mst_ref loads, wit
   one model, the one whose energy ratios come closest to a target (the poster's P).
 
 Masks are applied by :class:`mst_ref.engine.masking.SpikeMasker`, which also counts the spikes fired before
-masking; MST runs on its readable path for that (its fused kernels mask inside the kernel), the CNNs on
-their fast path. Masks are
-drawn from ``np.random.default_rng(seed)`` once per batch, so every number is reproducible.
+masking (on MST's fused path the kernels count them). Image i's masks derive from (seed, i)
+(:class:`mst_ref.engine.mask_streams.ImageSeeds`), not from its batch: every number is reproducible and
+does not depend on the batch size, so ``mst-ref rsm-table`` run in shards over processes or machines
+(:mod:`mst_ref.distributed`) gives the same table.
 """
 
 import math
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..engine.energy import E_AC_PJ
+from ..engine.mask_streams import ImageSeeds
 from ..engine.masking import site_ratios
 
 __all__ = ["RowSpec", "RatioStats", "measure_ratios", "table_rows", "masked_sites", "masked_share",
@@ -83,7 +85,7 @@ def measure_ratios(spec, batches, timesteps, ratios, seeds, on_batch=None):
     spec : RowSpec
     batches : callable
         ``batches()`` yields ``(x, y)``: normalised ``(B, Cin, H, W)`` images and ``(B,)`` labels, the
-        same images on every call.
+        same images in the same order on every call (image i of the run gets the masks of (seed, i)).
     timesteps : int
         T.
     ratios : sequence of float in [0, 1]
@@ -96,21 +98,18 @@ def measure_ratios(spec, batches, timesteps, ratios, seeds, on_batch=None):
     -------
     list of RatioStats, one per ratio, in order
     """
-    # MST's fused kernels mask inside the kernel and count only the delivered spikes: run MST on the
-    # readable path; a CNN masks through the masker on its fast path too
-    fast = getattr(spec.model.config, "family", "mst") != "mst"
     out = []
     for p in ratios:
         stats = RatioStats(ratio=float(p))
         runs = 1 if p == 0 else seeds
         for seed in range(runs):
-            rng = np.random.default_rng(seed)
             correct = n = 0
             fired = delivered = sops = energy_pj = 0.0
             by_site = {}
             for x, y in batches():
+                rng = ImageSeeds(seed, tuple(range(n, n + len(y))), "snn")  # image i: masks of (seed, i)
                 res = spec.model.snn_forward(x, timesteps, mask_ratio=float(p), rng=rng, mask_sites=spec.mask_sites,
-                                             mask_rescale=spec.mask_rescale, fast=fast)
+                                             mask_rescale=spec.mask_rescale)
                 correct += int((res.predictions[-1] == y).sum())
                 n += len(y)
                 fired += sum(res.fired_by_site.values())

@@ -9,15 +9,11 @@
 
 ``make-saccades`` simulates the N-MNIST recording (:mod:`mst_ref.io.saccades`) over an IDX dataset and
 writes ``DIR/{train,test}/<label>/<index>.bin``; rerun with the same arguments, it resumes. ``inspect``
-prints what a recording holds and draws its frames over time (ON events red, OFF blue). ``eval
---events`` reads such a folder (any format :func:`mst_ref.io.events.read_events` knows) and codes each
-recording for the model:
-
-* ``voxel`` -- the MST authors' voxel grid, ``2 * bins`` channels, fed unchanged at every step;
-* ``frames`` -- one input per step: for a 2-channel model the ``bins`` event frames
-  (:func:`mst_ref.io.event_frames.frame_input`); for a ``2 * bins``-channel (voxel-trained) model the
-  voxel grid one time bin per step (step t holds bin ``t mod bins``, times ``bins``, and zeros
-  elsewhere), whose mean over ``bins`` steps is the voxel grid itself. The ANN sees the mean frame.
+prints what a recording holds and draws its frames over time (ON events red, OFF blue). ``eval``,
+``energy``, ``mask-sweep`` and ``rsm-table`` with ``--events voxel|frames`` read such a folder (any format
+:func:`mst_ref.io.events.read_events` knows) and code each recording for the model
+(:mod:`mst_ref.io.event_folders`: the authors' static voxel grid, or one frame per step); they run
+through the sharded evaluation core like images, so ``--workers`` and ``--cache`` work too.
 """
 
 import json
@@ -29,82 +25,32 @@ import numpy as np
 from .common import Progress, UsageError, at_least, check_output_dir, check_output_file
 
 
-# ---------------------------------------------------------------- reading event folders
-def event_files(folder, split):
-    """(files, labels) of ``folder/split/<label>/*`` (labels: integer folder names), ordered by file name."""
-    root = Path(folder) / split
-    if not root.is_dir():
-        raise UsageError(f"{folder} has no {split}/ folder of event recordings (one subfolder per class, "
-                         "named by class index, as `mst-ref events make-saccades` writes)")
-    files, labels = [], []
-    for sub in sorted(root.iterdir(), key=lambda p: p.name):
-        if sub.is_dir():
-            if not sub.name.isdigit():
-                raise UsageError(f"{sub}: class folders must be named by class index (0, 1, ...)")
-            found = sorted(f for f in sub.iterdir() if f.is_file() and not f.name.startswith("."))
-            files += found
-            labels += [int(sub.name)] * len(found)
-    if not files:
-        raise UsageError(f"{root} holds no event recordings")
-    order = sorted(range(len(files)), key=lambda i: (files[i].name, labels[i]))  # by name: --limit mixes classes
-    return [files[i] for i in order], np.array(labels, np.int64)[order]
-
-
-def code_recording(events, sensor, coding, bins, cfg):
-    """One recording as the model's input: (Cin, img, img) (voxel) or (bins, Cin, img, img) (frames)."""
-    from ..io.event_frames import frame_input, voxel_input
-
-    if coding == "voxel":
-        if cfg.in_chans != 2 * bins:
-            raise UsageError(f"--events voxel --bins {bins} makes {2 * bins} channels; the model takes "
-                             f"{cfg.in_chans}")
-        return voxel_input(events, sensor, cfg.img_size, bins)
-    if cfg.in_chans == 2:
-        return frame_input(events, sensor, cfg.img_size, bins)  # (bins, 2, img, img)
-    if cfg.in_chans != 2 * bins:
-        raise UsageError(f"--events frames needs a 2-channel model or one of 2 * bins = {2 * bins} channels; "
-                         f"the model takes {cfg.in_chans}")
-    vox = voxel_input(events, sensor, cfg.img_size, bins).reshape(2, bins, cfg.img_size, cfg.img_size)
-    out = np.zeros((bins, 2, bins, cfg.img_size, cfg.img_size), np.float32)
-    for k in range(bins):  # step k: bin k of both polarities, times bins (the mean over bins steps is vox)
-        out[k, :, k] = bins * vox[:, k]
-    return out.reshape(bins, 2 * bins, cfg.img_size, cfg.img_size)
-
-
-def eval_events(args, loaded, timesteps, mask_ratio, neuron):
-    """``eval --events``: ANN and SNN accuracy per T, spikes and energy, on an event folder."""
-    from ..io.events import read_events
+# ---------------------------------------------------------------- event folders as command input
+def event_folder(args, cfg):
+    """The :class:`~mst_ref.io.event_folders.EventFolder` of ``--data`` / ``--split``, its coding checked
+    against the model (``--events``, ``--bins``): one-line errors before any work starts."""
+    from ..io.event_folders import EventFolder, check_coding
 
     at_least(args.bins, 1, "--bins")
-    model, cfg = loaded.model, loaded.model.config
-    files, labels = event_files(args.data, args.split)
-    n = len(files) if args.limit is None else min(args.limit, len(files))
-    mean = np.asarray(loaded.mean, np.float64).reshape(-1, 1, 1)
-    std = np.asarray(loaded.std, np.float64).reshape(-1, 1, 1)
-    t_max = max(timesteps)
-    print(f"events {args.data}/{args.split}: {len(files)} recordings, evaluating {n}; coding {args.events}, "
-          f"{args.bins} bins; mean/std {loaded.norm_source}; mask ratio {mask_ratio:g}")
-    stats = {"n": n, "ann_correct": 0, "snn_correct": {t: 0 for t in timesteps}, "spikes": 0, "sops": 0,
-             "macs": 0, "energy_pj": 0.0}
-    bar = Progress("eval", n, "recordings")
-    for start in range(0, n, args.batch_size):
-        idx = range(start, min(n, start + args.batch_size))
-        xs = [code_recording(*read_events(files[i]), args.events, args.bins, cfg) for i in idx]
-        x = ((np.stack(xs, axis=-4) - mean) / std).astype(model.dtype)  # ([bins,] B, Cin, img, img)
-        y = labels[list(idx)]
-        rng = np.random.default_rng([args.seed, start])
-        stats["ann_correct"] += int((model.ann_forward(x, mask_ratio=mask_ratio, rng=rng).argmax(-1) == y).sum())
-        res = model.snn_forward(x, t_max, mask_ratio=mask_ratio, rng=np.random.default_rng([args.seed, start, 1]),
-                                **neuron)
-        for t in timesteps:
-            stats["snn_correct"][t] += int((res.cumulative_logits[t - 1].argmax(-1) == y).sum())
-        stats["spikes"] += sum(res.spike_counts_by_site.values())
-        stats["sops"] += res.sops
-        stats["macs"] += res.macs
-        stats["energy_pj"] += res.energy_pj
-        bar.update(idx[-1] + 1)
-    bar.close()
-    return stats
+    check_data_dir(args.data)
+    try:
+        check_coding(args.events, args.bins, cfg.in_chans)
+    except ValueError as err:
+        raise UsageError(f"--events {args.events} --bins {args.bins}: {err}") from None
+    return EventFolder(args.data, args.split)
+
+
+def event_spec(args, loaded, timesteps, mask_ratio, neuron, seed=0, ann=True):
+    """The :class:`~mst_ref.distributed.EvalSpec` of a run over an event folder (``--events``)."""
+    from .. import distributed as dist
+    from ..threads import default_threads
+
+    return dist.EvalSpec(checkpoint=str(Path(args.checkpoint).resolve()), data=str(Path(args.data).resolve()),
+                         split=args.split, mean=tuple(loaded.mean), std=tuple(loaded.std),
+                         timesteps=tuple(timesteps), mask_ratio=mask_ratio, seed=seed,
+                         batch_size=args.batch_size, neuron=tuple(neuron.items()), ann=ann,
+                         threads=getattr(args, "threads", None) or default_threads(), events=args.events,
+                         bins=args.bins)
 
 
 # ---------------------------------------------------------------- make-saccades
@@ -190,7 +136,7 @@ def add_parsers(sub):
 
 
 def add_eval_arguments(p):
-    """``--events`` / ``--bins`` of ``eval``."""
+    """``--events`` / ``--bins`` of ``eval``, ``energy``, ``mask-sweep`` and ``rsm-table``."""
     p.add_argument("--events", choices=["voxel", "frames"], default=None,
                    help="--data is a folder of event recordings: code them as the authors' voxel grid "
                         "(static) or as one frame per step")

@@ -152,19 +152,21 @@ def cmd_eval(args):
     model, mean, std = loaded.model, loaded.mean, loaded.std
     trained = float(getattr(model.config, "mask_ratio", 0.0) or 0.0)
     p = trained if args.mask_ratio is None else args.mask_ratio
-    if args.events and wants_shards(args):
-        raise UsageError("--events recordings are evaluated in one process; drop --workers / --scheduler / "
-                         "--shard-size / --cache")
-    if args.events:  # a folder of event recordings (mst_ref.cli.events)
-        from .events import check_data_dir, eval_events
-        check_data_dir(args.data)
-        stats = eval_events(args, loaded, timesteps, p, neuron)
+    if args.events:  # a folder of event recordings (mst_ref.cli.events), through the same sharded core
+        from .events import event_folder, event_spec
+        folder = event_folder(args, model.config)
+        n = len(folder) if args.limit is None else min(args.limit, len(folder))
+        print(f"events {args.data}/{args.split}: {len(folder)} recordings, evaluating {n}; coding {args.events}, "
+              f"{args.bins} bins; mean/std {loaded.norm_source}; mask ratio {p:g}, seed {args.seed}")
+        note_compiling()
+        spec = event_spec(args, loaded, timesteps, p, neuron, seed=args.seed)
+        stats = run_sharded("eval", args, spec, n, "eval")
         print("\n".join(_table(stats, timesteps, _levels(model)) + _energy_lines(model, stats, max(timesteps))))
         if json_path is not None:
-            n = stats["n"]
             json_path.write_text(json.dumps({
                 "checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split, "n": n,
                 "events": args.events, "bins": args.bins, "timesteps": timesteps, "mask_ratio": p,
+                "seed": args.seed, "batch_size": args.batch_size,
                 "ann_accuracy": stats["ann_correct"] / n,
                 "snn_accuracy": {str(t): c / n for t, c in stats["snn_correct"].items()},
                 "spikes_per_image": stats["spikes"] / n, "sops_per_image": stats["sops"] / n,

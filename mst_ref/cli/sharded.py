@@ -12,7 +12,7 @@ from .. import distributed as dist
 from ..threads import default_threads
 from .common import Progress, UsageError, at_least
 
-__all__ = ["wants_shards", "make_spec", "run_sharded", "ShardedRatios"]
+__all__ = ["wants_shards", "make_spec", "run_sharded", "backend_of", "ShardedRatios"]
 
 SHARDS_PER_WORKER = 4  # default shard size: about this many shards per worker (balance vs overhead)
 
@@ -29,6 +29,11 @@ def make_spec(args, loaded, pad, **options):
                          class_names=None if loaded.class_names is None else tuple(loaded.class_names),
                          pad=pad, resize=bool(args.resize), mean=tuple(loaded.mean), std=tuple(loaded.std),
                          threads=getattr(args, "threads", None) or default_threads(), **options)
+
+
+def backend_of(args):
+    """The backend ``args`` asks for (``--workers``, ``--scheduler``, else this process); ``close()`` it."""
+    return _backend(args)
 
 
 def _backend(args):
@@ -54,12 +59,13 @@ def _shard_size(args, n, capacity):
     return args.batch_size * max(1, -(-per // args.batch_size))  # rounded up to whole batches
 
 
-def run_sharded(command, args, spec, n, label, backend=None, quiet=False):
+def run_sharded(command, args, spec, n, label, backend=None, quiet=False, on_images=None):
     """Evaluate images ``[0, n)`` of ``spec`` in shards as ``args`` says; return the merged dict.
 
     ``command`` names the run in the cache key (``eval``, ``energy``). ``backend``: one to reuse (left
     open for the next run); None: one from ``args``, closed at the end. ``quiet``: no bar and no closing
-    note unless a worker was lost or the cache was used (the caller draws its own bar). Errors: a UsageError for bad
+    note unless a worker was lost or the cache was used (the caller draws its own bar); ``on_images(k)``
+    is then called with the images of each finished shard. Errors: a UsageError for bad
     options, :class:`~mst_ref.distributed.ShardError` (one line) when a shard fails.
     """
     checkpoint_sha = dist.file_digest(spec.checkpoint)
@@ -86,6 +92,8 @@ def run_sharded(command, args, spec, n, label, backend=None, quiet=False):
         done[0] += result["stop"] - result["start"]
         if bar:
             bar.update(done[0])
+        if on_images is not None:
+            on_images(result["stop"] - result["start"])
 
     def on_event(text):
         sys.stderr.write(f"\nnote: {text}\n")

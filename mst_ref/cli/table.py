@@ -1,8 +1,8 @@
 """``mst-ref rsm-table``: the poster's masking table for MST, ResNet-18 and VGG-16, every measure side by side.
 
     mst-ref rsm-table --data DATA [--timesteps 32] [--ratios 0,0.5,0.75] [--seeds 3] [--limit N]
-                      [--batch-size B] [--json OUT] [--out DIR] [--checkpoints A.pth,B.pth,...]
-                      [--cnn-sites NAME[,NAME...]] ...
+                      [--batch-size B] [--json OUT] [--out DIR] [--checkpoints A.pth,B.pth,... | --families MST,...]
+                      [--cnn-sites NAME[,NAME...]] [--workers N | --scheduler ADDRESS] [--shard-size K] [--cache DIR]
 
 By default it runs the six models shipped in data/: each family trained without masking (masked only
 at evaluation) and trained with p = 0.75. MST is masked at the paper's sites (q, k, attention scores and
@@ -17,21 +17,30 @@ SOPs and energy (:mod:`mst_ref.analysis.rsm_table`); with several configurations
 whose energy ratios come closest to the poster's P. ``--json`` writes the rows; ``--out`` gets
 ``rsm_accuracy.png`` and ``rsm_energy.png``.
 
+Each (model, sites, p, seed) run goes through the sharded evaluation core (:mod:`mst_ref.distributed`):
+image i's masks derive from (seed, i), so the table does not depend on the batch size, the shard size or
+the number of workers; ``--workers`` / ``--scheduler`` spread the shards, and with ``--cache DIR`` a
+stopped run resumes from its finished shards (the full test set at T = 32 is hours on two cores).
+
 Inputs: each model gets the data prepared as it was trained: its normalisation, and the zero padding
 its config records (the CNNs were trained on Fashion-MNIST padded from 28 to 32 pixels).
 """
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from ..io import data
 from .. import plots
-from .common import (Progress, UsageError, at_least, check_output_dir, check_output_file, load_model,
-                         note_compiling, padding_of, parse_floats, parse_timesteps)
-from ..analysis.rsm_table import RowSpec, closest_to_poster, measure_ratios, table_rows
+from .common import (Progress, UsageError, add_distributed_arguments, at_least, check_output_dir,
+                     check_output_file, load_model, note_compiling, padding_of, parse_floats, parse_timesteps)
+from .. import distributed as dist
+from ..analysis.rsm_table import RatioStats, RowSpec, closest_to_poster, table_rows
+from ..threads import default_threads
+from .sharded import backend_of, run_sharded
 from ..models.cnn_sites import RECONSTRUCTED
 
 SHIPPED = [  # (file, family label, trained ratio, mask sites)
@@ -49,6 +58,9 @@ POSTER = {  # the poster's table (CIFAR-10): accuracy % and power ratio at p = 0
 }
 
 
+FAMILIES = list(dict.fromkeys(label for _, label, _, _ in SHIPPED))  # MST, ResNet-18, VGG-16
+
+
 def add_rsm_table_parser(sub):
     p = sub.add_parser("rsm-table", help="the poster's masking table: MST vs ResNet-18 vs VGG-16, every measure")
     p.add_argument("--data", required=True, help="dataset: IDX folder, CIFAR batches, image folder or .npz")
@@ -60,9 +72,12 @@ def add_rsm_table_parser(sub):
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--checkpoints", default=None,
                    help="comma-separated checkpoints instead of the six shipped models")
+    p.add_argument("--families", default=None, metavar="NAMES",
+                   help="only these families of the shipped models, comma-separated: MST, ResNet-18, VGG-16")
     p.add_argument("--json", default=None, help="write the rows as JSON here")
     p.add_argument("--out", default=None, help="folder for rsm_accuracy.png and rsm_energy.png")
     add_cnn_sites_argument(p)
+    add_distributed_arguments(p)
     p.set_defaults(func=cmd_rsm_table)
 
 
@@ -105,22 +120,30 @@ def check_cnn_site_names(names, models):
 
 
 def _specs(args):
-    """(LoadedModel, RowSpec) of each model and masking configuration to run.
+    """(LoadedModel, checkpoint path, RowSpec) of each model and masking configuration to run.
 
     A CNN trained without masking runs once per ``--cnn-sites`` configuration; a model trained with
     RSM at the sites it was trained with; MST (trained or not) at the paper's sites unless its
     checkpoint says otherwise.
     """
+    if args.checkpoints and args.families:
+        raise UsageError("--families picks among the shipped models; with --checkpoints, list only the ones wanted")
     if args.checkpoints:
         models = []
         for path in args.checkpoints.split(","):
             loaded = load_model(path.strip())
-            models.append((loaded, float(getattr(loaded.model, "trained_mask_ratio", 0.0) or 0.0)))
+            models.append((loaded, float(getattr(loaded.model, "trained_mask_ratio", 0.0) or 0.0), path.strip()))
     else:
-        models = [(load_model(data.shipped_file(name)), trained) for name, _, trained, _ in SHIPPED]
-    check_cnn_site_names(args.cnn_sites, [loaded.model for loaded, _ in models])
+        families = {label.lower() for label in FAMILIES}
+        wanted = families if args.families is None else {f.strip().lower() for f in args.families.split(",")}
+        if not wanted or wanted - families:
+            raise UsageError(f"--families must name some of {', '.join(FAMILIES)}; "
+                             f"got {args.families!r}")
+        models = [(load_model(data.shipped_file(name)), trained, str(data.shipped_file(name)))
+                  for name, label, trained, _ in SHIPPED if label.lower() in wanted]
+    check_cnn_site_names(args.cnn_sites, [loaded.model for loaded, _, _ in models])
     out = []
-    for loaded, trained in models:
+    for loaded, trained, path in models:
         model = loaded.model
         is_mst = getattr(model.config, "family", "mst") == "mst"
         if trained > 0 or is_mst:
@@ -129,7 +152,8 @@ def _specs(args):
         else:
             choices = cnn_site_choices(model, args.cnn_sites)
         for sites in choices:
-            out.append((loaded, RowSpec(family_label(model), model, trained, sites, model.trained_mask_rescale)))
+            out.append((loaded, path, RowSpec(family_label(model), model, trained, sites,
+                                              model.trained_mask_rescale)))
     return out
 
 
@@ -169,6 +193,33 @@ def _batches(loaded, dataset, limit, batch_size):
                                     loaded.std)
             yield x, labels[start:start + batch_size]
     return batches, n
+
+
+def _stats(merged, ratio):
+    """A run's merged shard results (:func:`mst_ref.distributed.merge`) as one seed of a RatioStats."""
+    n = merged["n"]
+    stats = RatioStats(ratio=float(ratio), images=n)
+    stats.accuracies.append(100.0 * next(iter(merged["snn_correct"].values())) / n)
+    stats.fired = merged["fired"] / n
+    stats.delivered = merged["spikes"] / n
+    stats.sops = merged["sops"] / n
+    stats.energy_pj = merged["energy_pj"] / n
+    stats.sops_by_site = {k: v / n for k, v in merged["sops_by_site"].items()}
+    return stats
+
+
+def _mean_stats(runs):
+    """Seeds of one ratio (RatioStats with one accuracy each) as one RatioStats: accuracies listed, counts averaged."""
+    out = RatioStats(ratio=runs[0].ratio, images=runs[0].images)
+    for r in runs:
+        out.accuracies += r.accuracies
+        out.fired += r.fired / len(runs)
+        out.delivered += r.delivered / len(runs)
+        out.sops += r.sops / len(runs)
+        out.energy_pj += r.energy_pj / len(runs)
+        for k, v in r.sops_by_site.items():
+            out.sops_by_site[k] = out.sops_by_site.get(k, 0.0) + v / len(runs)
+    return out
 
 
 def add_unmasked_reference(rows):
@@ -251,29 +302,47 @@ def cmd_rsm_table(args):
         check_output_dir(args.out, "--out")
     specs = _specs(args)
     dataset = data.load_dataset(args.data, args.split)
-    jobs = [(loaded, spec, *_batches(loaded, dataset, args.limit, args.batch_size)) for loaded, spec in specs]
-    masked_runs = args.seeds * sum(p > 0 for p in ratios)
+    n = len(_images(specs[0][0], dataset, args.limit))
+    for loaded, _, _ in specs:
+        _images(loaded, dataset, args.limit)  # every model takes these images (a clear error if not)
+    masked_ratios = [p for p in ratios if p > 0]
     # p = 0 draws no mask: run once per model, whatever its sites
-    total = sum(n * (masked_runs + (k == 0 or jobs[k - 1][1].model is not spec.model))
-                for k, (_, spec, _, n) in enumerate(jobs))
+    runs = [(k, 0.0, 0) for k, (_, _, spec) in enumerate(specs)
+            if k == 0 or specs[k - 1][2].model is not spec.model]
+    runs += [(k, p, seed) for k in range(len(specs)) for p in masked_ratios for seed in range(args.seeds)]
+    runs.sort()
     note_compiling()
-    bar = Progress(f"rsm-table T={T}", total, "image runs")
-    done = 0
-    rows = []
+    backend = backend_of(args)
+    print(f"{len(runs)} SNN runs of {n} images (model, sites, p, seed), each in shards on {backend.name}"
+          + (f"; cache {args.cache}" if args.cache else ""), file=sys.stderr)
+    bar = Progress(f"rsm-table T={T}", n * len(runs), "image runs")
+    done = [0]
 
     def tick(k):
-        nonlocal done
-        done += k
-        bar.update(done)
-    unmasked = {}  # model -> its p = 0 stats (the same for every site configuration)
-    for loaded, spec, batches, n in jobs:
-        if id(spec.model) not in unmasked:
-            unmasked[id(spec.model)] = measure_ratios(spec, batches, T, [0.0], 1, on_batch=tick)[0]
-        masked = measure_ratios(spec, batches, T, [p for p in ratios if p > 0], args.seeds, on_batch=tick)
-        rows += table_rows(spec, [unmasked[id(spec.model)]] + masked)
+        done[0] += k
+        bar.update(done[0])
+    stats = {}  # (spec index, p) -> [RatioStats per seed]; p = 0 under the first spec of its model
+    try:
+        for k, p, seed in runs:
+            loaded, path, spec = specs[k]
+            espec = dist.EvalSpec(
+                checkpoint=str(Path(path).resolve()), data=str(Path(args.data).resolve()), split=args.split,
+                class_names=None if loaded.class_names is None else tuple(loaded.class_names),
+                pad=padding_of(loaded), mean=tuple(loaded.mean), std=tuple(loaded.std), timesteps=(T,),
+                mask_ratio=float(p), mask_sites=spec.mask_sites if p > 0 else None, seed=seed,
+                batch_size=args.batch_size, ann=False, threads=default_threads())
+            merged = run_sharded("rsm-table", args, espec, n, f"{spec.label} {spec.mask_sites} p={p:g} seed {seed}",
+                                 backend=backend, quiet=True, on_images=tick)
+            stats.setdefault((k, p), []).append(_stats(merged, p))
+    finally:
+        backend.close()
     bar.close()
+    rows = []
+    for k, (_, _, spec) in enumerate(specs):
+        base = next(v for (j, p), v in stats.items() if p == 0 and specs[j][2].model is spec.model)
+        rows += table_rows(spec, [_mean_stats(base)] + [_mean_stats(stats[(k, p)]) for p in masked_ratios])
     add_unmasked_reference(rows)
-    print(f"rsm-table: T = {T}, {jobs[0][3]} images of {args.data} ({args.split}), {args.seeds} mask seed(s) per p > 0; "
+    print(f"rsm-table: T = {T}, {n} images of {args.data} ({args.split}), {args.seeds} mask seed(s) per p > 0; "
           "counts per image, x = ratio against p = 0 of the same model and sites; f = share of the SOPs "
           "behind the masked sites at p = 0; MST masked at q, k, attention scores and MLP input")
     print("\n".join(format_rows(rows)))

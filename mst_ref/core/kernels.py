@@ -224,6 +224,9 @@ def site_scan(x, T, add, add_rows, bias, scale, shift, lam, gain, v, u, p, pre, 
     -------
     counts : (T,) int64 ndarray
         Nonzero outputs at each step.
+    fired : (T,) int64 ndarray
+        Spikes fired at each step before RSM (equal to ``counts`` when nothing is masked): what the
+        masking table counts as "fired".
 
     Notes
     -----
@@ -246,7 +249,8 @@ def site_scan(x, T, add, add_rows, bias, scale, shift, lam, gain, v, u, p, pre, 
     live = spike != zero  # False when p = 1: every output is 0
     rows_per = max(1, _SITE_ELEMENTS // max(C, 1))
     n_blocks = (R + rows_per - 1) // rows_per
-    partial = np.zeros((n_blocks, T), dtype=np.int64)
+    partial = np.zeros((n_blocks, 2, T), dtype=np.int64)  # kept spikes, spikes fired before RSM
+    masked = has_u or not live  # only then can the two counts differ
     for blk in prange(n_blocks):
         r0 = blk * rows_per
         r1 = min(r0 + rows_per, R)
@@ -255,6 +259,7 @@ def site_scan(x, T, add, add_rows, bias, scale, shift, lam, gain, v, u, p, pre, 
         for t in range(T):
             tx = t if Tx > 1 else 0
             n = 0
+            n_fired = 0
             for r in range(r0, r1):
                 ra = (add_rows[r] if has_rows else r) if has_add else 0
                 # y = ((x + add) + bias) * scale + shift   (the flags are loop-invariant)
@@ -278,6 +283,9 @@ def site_scan(x, T, add, add_rows, bias, scale, shift, lam, gain, v, u, p, pre, 
                     fired = vm >= lam_
                     v[r, c] = vm - (lam_ if fired else zero)
                     z[c] = fired
+                if masked:
+                    for c in range(C):
+                        n_fired += z[c]
                 if has_u:
                     # RSM: keep where u > p
                     for c in range(C):
@@ -298,8 +306,10 @@ def site_scan(x, T, add, add_rows, bias, scale, shift, lam, gain, v, u, p, pre, 
                     if has_post:  # + 0, as the unfused add rounds (-0 + 0 = +0)
                         for c in range(C):
                             post[t, r, c] = post[t, r, c] + zero
-            partial[blk, t] = n
-    return partial.sum(axis=0)
+            partial[blk, 0, t] = n
+            partial[blk, 1, t] = n_fired if masked else n
+    total = partial.sum(axis=0)
+    return total[0], total[1]
 
 
 @njit(parallel=True)
@@ -343,6 +353,8 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
     -------
     counts : (5, T) int64 ndarray
         Nonzero outputs of q_if, k_if, v_if, attn_if, attn_v_if at each step.
+    fired : (5, T) int64 ndarray
+        Spikes the five sites fired before RSM (equal to ``counts`` where nothing is masked).
     pairs : (2, T) int64 ndarray
         Multiplies with two nonzero operands in qs @ ks^T and p @ vs (:func:`mst_ref.engine.modes.nonzero_pairs`).
 
@@ -383,6 +395,7 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
     uniforms = (uq, uk, uv)
     records = (rq, rk, rv)
     part_counts = np.zeros((n_items, 5, T), dtype=np.int64)
+    part_fired = np.zeros((n_items, 5, T), dtype=np.int64)  # before RSM
     part_pairs = np.zeros((n_items, 2, T), dtype=np.int64)
     for item in prange(n_items):
         b = item // (nW * heads)
@@ -413,7 +426,9 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
                 v_k, u_k, r_k = states[k], uniforms[k], records[k]
                 lk, sk, pk = lam[k], spike[k], p[k]
                 live = sk != zero
+                masked = u_k.size > 0 or not live
                 n = 0
+                n_fired = 0
                 for i in range(N):
                     r = xrow0 + rows[i]
                     for d in range(hd):
@@ -424,6 +439,9 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
                         fired = m >= lk
                         v_k[row0 + i, d] = m - (lk if fired else zero)
                         z[k, i, d] = fired
+                    if masked:
+                        for d in range(hd):
+                            n_fired += z[k, i, d]
                     if u_k.size > 0:
                         for d in range(hd):
                             z[k, i, d] = z[k, i, d] & (u_k[urow0 + i, d] > pk)
@@ -434,6 +452,7 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
                         for d in range(hd):
                             r_k[urow0 + i, d] = sk if z[k, i, d] else zero
                 part_counts[item, k, t] = n
+                part_fired[item, k, t] = n_fired if masked else n
             pairs_qk = 0
             for d in range(hd):
                 nq = 0
@@ -446,6 +465,8 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
             # attn_if on the scores, RSM, and the softmax numerators, one query row i at a time
             n_a = 0
             live = sa != zero
+            masked_a = ua.size > 0 or not live
+            n_a_fired = 0
             for i in range(N):
                 # c_ij = sum_d [q_id][k_jd]: exact small integers
                 for j in range(N):
@@ -459,6 +480,9 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
                     fired = m >= la
                     va[row0 + i, j] = m - (la if fired else zero)
                     za[j] = fired
+                if masked_a:
+                    for j in range(N):
+                        n_a_fired += za[j]
                 if ua.size > 0:
                     for j in range(N):
                         za[j] = za[j] & (ua[urow0 + i, j] > p[3])
@@ -513,6 +537,7 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
                             ot[d, i] += et[j, i] * sv
             # attn_v_if on o (heads merged: channel h * hd + d of token i)
             n_o = 0
+            n_o_fired = 0
             live = so != zero
             for i in range(N):
                 orow = orow0 + i
@@ -521,6 +546,7 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
                     m = vo[orow, h, d] + ot[d, i]
                     fired = m >= lo
                     vo[orow, h, d] = m - (lo if fired else zero)
+                    n_o_fired += fired
                     if uo.size > 0:
                         fired = fired & (uo[trow, h, d] > p[4])
                     fired = fired & live
@@ -528,9 +554,11 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
                     out[trow, h, d] = so if fired else zero
             part_counts[item, 3, t] = n_a
             part_counts[item, 4, t] = n_o
+            part_fired[item, 3, t] = n_a_fired if masked_a else n_a
+            part_fired[item, 4, t] = n_o_fired
             part_pairs[item, 0, t] = pairs_qk
             part_pairs[item, 1, t] = pairs_pv
-    return part_counts.sum(axis=0), part_pairs.sum(axis=0)
+    return part_counts.sum(axis=0), part_fired.sum(axis=0), part_pairs.sum(axis=0)
 
 
 

@@ -270,7 +270,7 @@ def site_scan_reference(x, T, add, add_rows, bias, scale, shift, lam, gain, v, u
 
     Same signature, contract and numbers (see the kernel's docstring): optional arrays have zero size
     when absent; ``v``, ``pre``, ``post`` and ``out`` are written in place; returns the ``(T,)`` int64
-    counts of nonzero outputs.
+    counts of nonzero outputs and of the spikes fired before RSM.
 
     Notes
     -----
@@ -280,6 +280,7 @@ def site_scan_reference(x, T, add, add_rows, bias, scale, shift, lam, gain, v, u
     dt = v.dtype.type
     lam, spike = dt(lam), dt(lam) * dt(gain)
     counts = np.zeros(T, dtype=np.int64)
+    fired = np.zeros(T, dtype=np.int64)
     for t in range(T):
         y = x[t if x.shape[0] > 1 else 0].copy()  # (R, C)
         if add.size:
@@ -296,6 +297,7 @@ def site_scan_reference(x, T, add, add_rows, bias, scale, shift, lam, gain, v, u
         v += y
         z = v >= lam
         v -= z * lam
+        fired[t] = np.count_nonzero(z)  # before RSM
         # RSM: keep where u > p; a kept spike is lambda * gain
         if u.size:
             z &= u[t] > p
@@ -305,7 +307,7 @@ def site_scan_reference(x, T, add, add_rows, bias, scale, shift, lam, gain, v, u
             out[t] = o
         if post.size:
             post[t] += o
-    return counts
+    return counts, fired
 
 
 # ---------------------------------------------------------------- neurons for fewer time steps

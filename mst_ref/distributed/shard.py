@@ -27,6 +27,7 @@ from ..engine import energy
 from ..engine.mask_streams import ImageSeeds
 from ..io import data
 from ..io.checkpoint import load_checkpoint
+from ..io.event_folders import EventFolder
 from ..threads import limit_threads
 
 __all__ = ["EvalSpec", "evaluate_images", "evaluate_shard", "merge", "check_shards", "shard_ranges",
@@ -71,6 +72,11 @@ class EvalSpec:
         When given, each worker checks the checkpoint file against it, once, before its first shard.
     threads : int
         Numba / product threads of each worker (BLAS runs one): workers x threads <= cores.
+    events : {"voxel", "frames"} or None
+        ``data`` is a folder of event recordings (:class:`mst_ref.io.event_folders.EventFolder`), each
+        coded for the model this way (``pad`` and ``resize`` do not apply); None: images.
+    bins : int
+        Time bins of the event coding.
     """
 
     checkpoint: str
@@ -90,6 +96,8 @@ class EvalSpec:
     ann: bool = True
     checkpoint_sha256: str = None
     threads: int = 1
+    events: str = None
+    bins: int = 9
 
     def options(self):
         """The settings that decide the results (all but the thread count), as a JSON-ready dict."""
@@ -132,12 +140,15 @@ def evaluate_images(model, batches, spec, on_progress=None):
         ``indices``, ``labels``, ``ann_pred`` (None without the ANN): lists of ints, one per image;
         ``snn_pred``: {T: list of int}, the argmax of the cumulative logits after T steps;
         ``spikes_by_site``, ``sops_by_site``: {site: int} over the shard's images and all steps;
+        ``fired_by_site``: {site: int}, the spikes fired before masking (equal to ``spikes_by_site``
+        where nothing is masked);
         ``macs``: int, or None when the model has no energy accounting (then ``sops_by_site`` is {}).
     """
     t_max = max(spec.timesteps)
     neuron = dict(spec.neuron)
     out = {"indices": [], "labels": [], "ann_pred": [] if spec.ann else None,
-           "snn_pred": {t: [] for t in spec.timesteps}, "spikes_by_site": {}, "sops_by_site": {}, "macs": 0}
+           "snn_pred": {t: [] for t in spec.timesteps}, "spikes_by_site": {}, "fired_by_site": {},
+           "sops_by_site": {}, "macs": 0}
     done = 0
     for indices, x, y in batches:
         idx = tuple(int(i) for i in indices)
@@ -160,6 +171,7 @@ def evaluate_images(model, batches, spec, on_progress=None):
         out["indices"] += list(idx)
         out["labels"] += [int(v) for v in y]
         _add(out["spikes_by_site"], result.spike_counts_by_site)
+        _add(out["fired_by_site"], result.fired_by_site)
         if out["macs"] is not None:
             try:  # SOPs and MACs (mst_ref.engine.energy); without them, spike counts only
                 _add(out["sops_by_site"], result.sops_by_site)
@@ -179,9 +191,17 @@ def grid_batches(dataset, start, stop, spec, img_size, in_chans):
     """The batches of images ``[start, stop)`` on the global grid of ``spec.batch_size``, prepared.
 
     ``dataset.images`` : (n, H, W, C) uint8 as stored; padding and normalisation are applied here, per batch.
+    With ``spec.events``, ``dataset`` is an :class:`~mst_ref.io.event_folders.EventFolder`: each batch's
+    recordings are read and coded here, ``(B, Cin, H, W)`` (voxel) or ``(bins, B, Cin, H, W)`` (frames).
     """
     for a in range(start, stop, spec.batch_size):
         b = min(a + spec.batch_size, stop)
+        if spec.events:
+            counts = dataset.coded(a, b, spec.events, spec.bins, img_size, in_chans)  # float32 counts
+            mean = np.asarray(spec.mean, np.float64).reshape(-1, 1, 1)  # per channel
+            std = np.asarray(spec.std, np.float64).reshape(-1, 1, 1)
+            yield np.arange(a, b), ((counts - mean) / std).astype(np.float32), dataset.labels[a:b]
+            continue
         images = dataset.images[a:b]  # (B, H, W, C) uint8
         h, w, c = images.shape[1:]
         # zero padding as trained, when it makes the stored images the model's input (cli.common.load_data)
@@ -203,7 +223,10 @@ def _worker_state(spec):
             raise ValueError(f"checkpoint {spec.checkpoint} on worker {os.uname().nodename} differs from the "
                              "one the run started with (SHA-256 mismatch): give every worker the same file")
         model = load_checkpoint(spec.checkpoint)
-        dataset = data.load_dataset(spec.data, spec.split, class_names=spec.class_names)
+        if spec.events:
+            dataset = EventFolder(spec.data, spec.split)
+        else:
+            dataset = data.load_dataset(spec.data, spec.split, class_names=spec.class_names)
         _LOADED.clear()  # one run's model per worker
         _LOADED[key] = (model, dataset)
     return _LOADED[key]
@@ -249,7 +272,8 @@ def merge(results, n, timesteps):
     -------
     dict
         ``n``, ``ann_correct`` (None without the ANN), ``snn_correct`` {T: int}, ``spikes`` (int, all sites),
-        ``spikes_by_site``, ``sops_by_site`` ({site: int}), ``sops``, ``macs`` and ``energy_pj`` (None
+        ``spikes_by_site``, ``sops_by_site`` ({site: int}), ``fired`` and ``fired_by_site`` (spikes fired
+        before masking; None for results written without them), ``sops``, ``macs`` and ``energy_pj`` (None
         without energy accounting), and the per-image lists ``labels``, ``ann_pred``, ``snn_pred``.
     """
     results = sorted(results, key=lambda r: r["indices"][0] if r["indices"] else -1)
@@ -259,15 +283,19 @@ def merge(results, n, timesteps):
     labels = np.array([v for r in results for v in r["labels"]])  # (n,)
     ann = None if results[0]["ann_pred"] is None else np.array([v for r in results for v in r["ann_pred"]])
     snn = {t: np.array([v for r in results for v in r["snn_pred"][t]]) for t in timesteps}  # (n,) each
-    spikes, sops = {}, {}
+    spikes, sops, fired = {}, {}, {}
     for r in results:
         _add(spikes, r["spikes_by_site"])
         _add(sops, r["sops_by_site"])
+        _add(fired, r.get("fired_by_site") or {})
+    if any("fired_by_site" not in r for r in results):  # a cache written before they were counted
+        fired = None
     macs = None if any(r["macs"] is None for r in results) else sum(r["macs"] for r in results)
     total_sops = None if macs is None else sum(sops.values())
     return {"n": n, "ann_correct": None if ann is None else int((ann == labels).sum()),
             "snn_correct": {t: int((snn[t] == labels).sum()) for t in timesteps},
             "spikes": sum(spikes.values()), "spikes_by_site": spikes, "sops_by_site": sops,
+            "fired": None if fired is None else sum(fired.values()), "fired_by_site": fired,
             "sops": total_sops, "macs": macs,
             "energy_pj": None if macs is None else energy.energy_pj(total_sops, macs),
             "labels": labels.tolist(), "ann_pred": None if ann is None else ann.tolist(),

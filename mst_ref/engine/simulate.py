@@ -122,14 +122,14 @@ class SNNResult:
         Raises
         ------
         ValueError
-            A site was masked inside fused kernels, which count only the delivered spikes: run with
-            ``fast=False``.
+            A masked site's spikes fired before masking were not counted (a path that counts only
+            the delivered spikes); the readable path and the fused kernels both count them.
         """
         delivered = self.spike_counts_by_site
         missing = [n for n in self.mask_ratios if n not in self.fired_at_masked_sites]
         if missing:
-            raise ValueError(f"spikes fired before masking were not counted at {missing[:2]}...: the fused "
-                             "kernels count delivered spikes only; run snn_forward(..., fast=False)")
+            raise ValueError(f"spikes fired before masking were not counted at {missing[:2]}...: this run "
+                             "counted delivered spikes only; run snn_forward(..., fast=False)")
         return {n: self.fired_at_masked_sites.get(n, c) for n, c in delivered.items()}
 
     @property

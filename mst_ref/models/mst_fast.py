@@ -203,6 +203,13 @@ def _mask(mode, name, shape):
     return u, p, gain
 
 
+def _count_fired(mode, name, fired):
+    """Add a masked site's spikes fired before RSM (``fired``: (T,) counts) to the masker's tally, as the
+    readable path's masker counts them (sites with p = 0 are not tallied there either)."""
+    if mode.masker.ratios.get(name, 0.0) > 0:
+        mode.masker.fired[name] = mode.masker.fired.get(name, 0) + int(fired.sum())
+
+
 def _site(mode, name, x, threshold, shape, *, add=None, add_rows=None, bias=None, bn=None, pre=False,
           post=None, out=True, with_counts=False):
     """One fused activation site (:func:`mst_ref.core.kernels.site_scan`) with its state, RSM and bookkeeping.
@@ -239,11 +246,12 @@ def _site(mode, name, x, threshold, shape, *, add=None, add_rows=None, bias=None
     y_out = np.empty((T, R, C), dt) if keep else _empty(3, dt)
     y_pre = np.empty((T, R, C), dt) if pre else _empty(3, dt)
     scale, shift = bn_affine(*bn) if bn is not None else (_empty(1, dt), _empty(1, dt))
-    counts = kernels.site_scan(
+    counts, fired = kernels.site_scan(
         x, T, _empty(3, dt) if add is None else add, _empty(1, np.int64) if add_rows is None else add_rows,
         _empty(1, dt) if bias is None else bias, scale, shift, float(lam), gain, v,
         _empty(3, np.float64) if u is None else u.reshape(T, R, C), p, y_pre,
         _empty(3, dt) if post is None else post, y_out)
+    _count_fired(mode, name, fired)
     mode.observe(name, shape, counts, y_out.reshape(T, *shape) if keep else None)
     y = y_out if keep else None
     if pre:
@@ -285,12 +293,13 @@ def _attention(mode, s, prefix, g, stage, shift, batch):
         mode.state[key] = softmax_tables(bias, s.get(f"{prefix}.attn_mask"), lam[3] * gain[3])
     qkv_bias = s.get(f"{a}.qkv.bias")
     out = np.empty((T, batch, nW, N, C), dt)
-    counts, pairs = kernels.window_attention_scan(
+    counts, fired, pairs = kernels.window_attention_scan(
         g.reshape(-1, 3, heads, hd), _empty(3, dt) if qkv_bias is None else qkv_bias.reshape(3, heads, hd),
         batch, res, ws, shift, heads, lam, gain, p, table, mode.state[key], *states, *uniforms,
         *[_empty(2, dt) if r is None else r.reshape(f) for r, f in zip(records, flat)],
         out.reshape(-1, heads, hd))
     for k in (0, 1, 3, 2, 4):  # book the sites in forward order: q, k, attn, v, attn_v
+        _count_fired(mode, names[k], fired[k])
         y = out if k == 4 else records[k]
         mode.observe(names[k], shapes[k], counts[k], y if mode.wants(names[k]) else None)
     mode.observe_product(f"{a}.qk", pairs=pairs[0])

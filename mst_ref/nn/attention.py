@@ -166,7 +166,7 @@ def window_attention_scan_reference(qkv, qkv_bias, batch, grid, ws, shift, heads
     Same signature, contract and numbers (see the kernel's docstring): a loop over t, each step
     vectorised over images, windows and heads, with the sums taken in the kernel's order (each row of
     the softmax and each ``p @ vs`` entry added in the order of j). ``v*``, ``r*`` and ``out`` are
-    written in place; returns ``counts (5, T)`` and ``pairs (2, T)``.
+    written in place; returns ``counts (5, T)``, ``fired (5, T)`` (before RSM) and ``pairs (2, T)``.
 
     Notes
     -----
@@ -190,10 +190,12 @@ def window_attention_scan_reference(qkv, qkv_bias, batch, grid, ws, shift, heads
     uniforms, records = (uq, uk, uv), (rq, rk, rv)
     tables = softmax_table.reshape(4, -1, heads, N, N)  # (4, nWt, nH, N, N), broadcast over (B, nW, ...)
     counts, pairs = np.zeros((5, T), np.int64), np.zeros((2, T), np.int64)
+    fired = np.zeros((5, T), np.int64)  # before RSM
     for t in range(T):
         z = []
         for k in range(3):  # q_if, k_if, v_if, then RSM
             s = _if_step(states[k], x[k, t], lam[k])  # (B, nW, nH, N, hd)
+            fired[k, t] = s.sum()
             if uniforms[k].size:
                 s &= uniforms[k].reshape(T, *shape)[t] > p[k]
             s &= spike[k] != 0
@@ -206,6 +208,7 @@ def window_attention_scan_reference(qkv, qkv_bias, batch, grid, ws, shift, heads
         # a = attn_if(table[c]), c_ij = sum_d [q_id][k_jd]
         c = qs.astype(np.int64) @ ks.swapaxes(-1, -2).astype(np.int64)  # (B, nW, nH, N, N)
         sa = _if_step(va.reshape(shape_a), score_table[c], lam[3])
+        fired[3, t] = sa.sum()
         if ua.size:
             sa &= ua.reshape(T, *shape_a)[t] > p[3]
         sa &= spike[3] != 0
@@ -231,9 +234,10 @@ def window_attention_scan_reference(qkv, qkv_bias, batch, grid, ws, shift, heads
             o += prob[..., :, j, None] * np.where(vs[..., j, None, :], spike[2], zero)
         # attn_v_if on the merged heads (B, nW, N, nH, hd)
         so = _if_step(vo.reshape(shape_o), o.swapaxes(2, 3), lam[4])
+        fired[4, t] = so.sum()
         if uo.size:
             so &= uo.reshape(T, *shape_o)[t] > p[4]
         so &= spike[4] != 0
         out.reshape(T, *shape_o)[t] = np.where(so, spike[4], zero)
         counts[4, t] = so.sum()
-    return counts, pairs
+    return counts, fired, pairs
