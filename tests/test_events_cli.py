@@ -92,3 +92,40 @@ def test_eval_events_same_in_shards(saccade_dir, tmp_path):
         assert main(argv + extra + ["--json", str(tmp_path / f"{k}.json")]) == 0
         outs.append(json.loads((tmp_path / f"{k}.json").read_text()))
     assert outs[0] == outs[1] and outs[0]["n"] == 4 and outs[0]["spikes_per_image"] > 0
+
+
+def test_energy_books_the_input_layer_per_coding(saccade_dir, tmp_path, capsys):
+    """`energy --events`: the voxel grid runs the input convolution once, frames once per step; the
+    table's analog MACs equal what the model booked (eval's JSON of the same run)."""
+    import json
+    import re
+
+    root, _ = saccade_dir
+    ckpt = str(data.shipped_file("mst_events_voxel.pth"))
+    macs = {}
+    for coding in ("voxel", "frames"):
+        assert main(["energy", ckpt, "--data", str(root / "out"), "--events", coding, "--timesteps", "4"]) == 0
+        out = capsys.readouterr().out
+        macs[coding] = float(re.search(r"\+ MACs (\S+)", out).group(1))
+        assert ("(all 4 steps: a frame each)" in out) == (coding == "frames")
+        assert main(["eval", ckpt, "--data", str(root / "out"), "--events", coding, "--timesteps", "4",
+                     "--json", str(tmp_path / "e.json")]) == 0
+        capsys.readouterr()
+        assert macs[coding] == pytest.approx(json.loads((tmp_path / "e.json").read_text())["macs_per_image"], rel=1e-3)
+    assert macs["frames"] > macs["voxel"]
+
+
+def test_rsm_table_takes_event_folders(saccade_dir, tmp_path, capsys):
+    import json
+
+    root, _ = saccade_dir
+    ckpt = str(data.shipped_file("mst_events_voxel.pth"))
+    argv = ["rsm-table", "--data", str(root / "out"), "--events", "voxel", "--timesteps", "2", "--ratios", "0,0.75",
+            "--seeds", "1"]
+    assert main(argv + ["--checkpoints", ckpt, "--json", str(tmp_path / "t.json")]) == 0
+    rows = json.loads((tmp_path / "t.json").read_text())["rows"]
+    assert [r["ratio"] for r in rows] == [0, 0.75] and rows[0]["images"] == 4
+    assert rows[1]["delivered"] < rows[1]["fired"]
+    capsys.readouterr()
+    assert main(argv) == 2  # the shipped table's models take images
+    assert "--events needs --checkpoints" in capsys.readouterr().err

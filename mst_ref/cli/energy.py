@@ -229,6 +229,8 @@ def add_energy_parser(subparsers):
     p.add_argument("--mask-ratio", type=float, default=None,
                    help="RSM ratio p (default: the ratio the checkpoint was trained with)")
     add_distributed_arguments(p)
+    from .events import add_eval_arguments
+    add_eval_arguments(p)  # --events voxel|frames, --bins
     p.set_defaults(func=cmd_energy)
     return p
 
@@ -241,15 +243,28 @@ def cmd_energy(args):
     energy.energy_pj(0, 0, args.e_ac, args.e_mac)
     if args.mask_ratio is not None:
         check_ratio(args.mask_ratio, "--mask-ratio")
-    model, (images, labels), _, dataset = _load(args)
+    if args.events:  # a folder of event recordings, through the sharded core (mst_ref.cli.events)
+        from .events import event_folder, event_spec
+        if not args.data:
+            raise UsageError("--events needs --data: a folder of event recordings")
+        loaded = override_normalisation(load_model(args.checkpoint), args.mean, args.std)
+        model = loaded.model
+        dataset = event_folder(args, model.config)
+        n = len(dataset) if args.limit is None else min(at_least(args.limit, 1, "--limit"), len(dataset))
+    else:
+        model, (images, labels), _, dataset = _load(args)
+        n = len(images)
     note_compiling()
-    c, T, n = model.config, args.timesteps, len(images)
+    c, T = model.config, args.timesteps
     args.mask_sites = args.mask_sites or model.trained_mask_sites
     p = c.mask_ratio if args.mask_ratio is None else args.mask_ratio
     # the evaluation core of mst_ref.distributed: per-image masks from (--seed, image index)
     options = dict(timesteps=(T,), mask_ratio=p, mask_sites=args.mask_sites, seed=args.seed,
                    batch_size=args.batch_size, neuron=tuple(neuron.items()), ann=False)
-    if wants_shards(args):  # in shards, on processes or a Dask cluster (mst_ref.cli.sharded)
+    if args.events:
+        spec = event_spec(args, loaded, (T,), p, neuron, seed=args.seed, ann=False, mask_sites=args.mask_sites)
+        stats = run_sharded("energy", args, spec, n, "energy")
+    elif wants_shards(args):  # in shards, on processes or a Dask cluster (mst_ref.cli.sharded)
         loaded = override_normalisation(load_model(args.checkpoint), args.mean, args.std)
         args.data = args.data or str(sample_path())
         stats = run_sharded("energy", args, make_spec(args, loaded, padding_of(loaded), **options), n, "energy")
@@ -264,7 +279,10 @@ def cmd_energy(args):
     neurons, fan = energy.site_neurons(c), energy.fan_outs(c)
     total_sops = sum(sops.values())
     analog = {name: T * m for name, m in energy.analog_macs(c).items()}  # all steps, per image
-    analog = {"patch_embed.proj (once)": energy.input_macs(c), **analog}
+    if args.events == "frames":  # a new input at every step: the input layer runs every step
+        analog = {f"patch_embed.proj (all {T} steps: a frame each)": T * energy.input_macs(c), **analog}
+    else:
+        analog = {"patch_embed.proj (once)": energy.input_macs(c), **analog}
     macs = sum(analog.values())
     e_sop = args.e_ac * total_sops / n
     e_mac = args.e_mac * macs
@@ -285,7 +303,8 @@ def cmd_energy(args):
             cols = f"{'-':>11} {'-':>6} {'pairs':>8}"
         print(f"{name:<36} {cols} {s / n:>11.4g} {100 * s / max(total_sops, 1):>6.1f}% "
               f"{args.e_ac * s / n / 1e3:>8.2f}")
-    print(f"\nanalog MACs (per image, all {T} steps but the input conv; x {args.e_mac:g} pJ):")
+    once = "" if args.events == "frames" else " but the input conv"
+    print(f"\nanalog MACs (per image, all {T} steps{once}; x {args.e_mac:g} pJ):")
     header2 = f"{'op':<36} {'MACs/img':>11} {'share':>7} {'nJ/img':>8}"
     print(header2)
     print("-" * len(header2))

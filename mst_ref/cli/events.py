@@ -37,17 +37,17 @@ def event_folder(args, cfg):
         check_coding(args.events, args.bins, cfg.in_chans)
     except ValueError as err:
         raise UsageError(f"--events {args.events} --bins {args.bins}: {err}") from None
-    return EventFolder(args.data, args.split)
+    return EventFolder(args.data, getattr(args, "split", "test"))
 
 
-def event_spec(args, loaded, timesteps, mask_ratio, neuron, seed=0, ann=True):
+def event_spec(args, loaded, timesteps, mask_ratio, neuron, seed=0, ann=True, mask_sites=None):
     """The :class:`~mst_ref.distributed.EvalSpec` of a run over an event folder (``--events``)."""
     from .. import distributed as dist
     from ..threads import default_threads
 
     return dist.EvalSpec(checkpoint=str(Path(args.checkpoint).resolve()), data=str(Path(args.data).resolve()),
-                         split=args.split, mean=tuple(loaded.mean), std=tuple(loaded.std),
-                         timesteps=tuple(timesteps), mask_ratio=mask_ratio, seed=seed,
+                         split=getattr(args, "split", "test"), mean=tuple(loaded.mean), std=tuple(loaded.std),
+                         timesteps=tuple(timesteps), mask_ratio=mask_ratio, mask_sites=mask_sites, seed=seed,
                          batch_size=args.batch_size, neuron=tuple(neuron.items()), ann=ann,
                          threads=getattr(args, "threads", None) or default_threads(), events=args.events,
                          bins=args.bins)

@@ -78,6 +78,8 @@ def add_rsm_table_parser(sub):
     p.add_argument("--out", default=None, help="folder for rsm_accuracy.png and rsm_energy.png")
     add_cnn_sites_argument(p)
     add_distributed_arguments(p)
+    from .events import add_eval_arguments
+    add_eval_arguments(p)  # --events voxel|frames, --bins (with --checkpoints of event models)
     p.set_defaults(func=cmd_rsm_table)
 
 
@@ -300,11 +302,19 @@ def cmd_rsm_table(args):
         check_output_file(args.json, "--json")
     if args.out:
         check_output_dir(args.out, "--out")
+    if args.events and not args.checkpoints:
+        raise UsageError("--events needs --checkpoints: models trained on event recordings (the shipped table's "
+                         "models take images), e.g. data/mst_events_voxel.pth")
     specs = _specs(args)
-    dataset = data.load_dataset(args.data, args.split)
-    n = len(_images(specs[0][0], dataset, args.limit))
-    for loaded, _, _ in specs:
-        _images(loaded, dataset, args.limit)  # every model takes these images (a clear error if not)
+    if args.events:  # a folder of recordings, coded for each model (mst_ref.cli.events)
+        from .events import event_folder
+        folders = [event_folder(args, loaded.model.config) for loaded, _, _ in specs]
+        n = len(folders[0]) if args.limit is None else min(args.limit, len(folders[0]))
+    else:
+        dataset = data.load_dataset(args.data, args.split)
+        n = len(_images(specs[0][0], dataset, args.limit))
+        for loaded, _, _ in specs:
+            _images(loaded, dataset, args.limit)  # every model takes these images (a clear error if not)
     masked_ratios = [p for p in ratios if p > 0]
     # p = 0 draws no mask: run once per model, whatever its sites
     runs = [(k, 0.0, 0) for k, (_, _, spec) in enumerate(specs)
@@ -328,9 +338,10 @@ def cmd_rsm_table(args):
             espec = dist.EvalSpec(
                 checkpoint=str(Path(path).resolve()), data=str(Path(args.data).resolve()), split=args.split,
                 class_names=None if loaded.class_names is None else tuple(loaded.class_names),
-                pad=padding_of(loaded), mean=tuple(loaded.mean), std=tuple(loaded.std), timesteps=(T,),
-                mask_ratio=float(p), mask_sites=spec.mask_sites if p > 0 else None, seed=seed,
-                batch_size=args.batch_size, ann=False, threads=default_threads())
+                pad=0 if args.events else padding_of(loaded), mean=tuple(loaded.mean), std=tuple(loaded.std),
+                timesteps=(T,), mask_ratio=float(p), mask_sites=spec.mask_sites if p > 0 else None, seed=seed,
+                batch_size=args.batch_size, ann=False, threads=default_threads(), events=args.events,
+                bins=args.bins)
             merged = run_sharded("rsm-table", args, espec, n, f"{spec.label} {spec.mask_sites} p={p:g} seed {seed}",
                                  backend=backend, quiet=True, on_images=tick)
             stats.setdefault((k, p), []).append(_stats(merged, p))
@@ -344,7 +355,8 @@ def cmd_rsm_table(args):
     add_unmasked_reference(rows)
     print(f"rsm-table: T = {T}, {n} images of {args.data} ({args.split}), {args.seeds} mask seed(s) per p > 0; "
           "counts per image, x = ratio against p = 0 of the same model and sites; f = share of the SOPs "
-          "behind the masked sites at p = 0; MST masked at q, k, attention scores and MLP input")
+          "behind the masked sites at p = 0; MST's sites: paper = q, k, attention scores and MLP input, published = "
+          "q, k, attention scores")
     print("\n".join(format_rows(rows)))
     print("\nthe poster (CIFAR-10): accuracy % / power ratio at p = " + ", ".join(f"{p:g}" for p in (0, 0.5, 0.75)))
     for label, (acc, power) in POSTER.items():
