@@ -129,3 +129,14 @@ def test_rsm_table_takes_event_folders(saccade_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(argv) == 2  # the shipped table's models take images
     assert "--events needs --checkpoints" in capsys.readouterr().err
+
+
+def test_mask_sweep_takes_event_folders(saccade_dir, capsys):
+    root, _ = saccade_dir
+    argv = ["mask-sweep", str(data.shipped_file("mst_events_voxel.pth")), "--data", str(root / "out"), "--events",
+            "frames", "--timesteps", "2", "--ratios", "0,0.75", "--seeds", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "on event recordings" in out and "first 4 images" in out and "0.75" in out
+    assert main(argv + ["--layerwise"]) == 2
+    assert "drop --layerwise" in capsys.readouterr().err

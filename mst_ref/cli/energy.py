@@ -93,6 +93,8 @@ def add_mask_sweep_parser(subparsers):
     p.add_argument("--seeds", type=int, default=3, help="mask seeds per ratio p > 0 (default 3)")
     add_policy_arguments(p)  # --policy, --schedule, --json (mst_ref.cli.mask_policy)
     add_distributed_arguments(p)  # the (ratio, seed) runs in shards (mst_ref.cli.sharded.ShardedRatios)
+    from .events import add_eval_arguments
+    add_eval_arguments(p)  # --events voxel|frames, --bins
     p.add_argument("--layerwise", action="store_true", help="add a greedy per-block ratio map")
     p.add_argument("--cnn-sites", action="append", default=None, metavar="NAME",
                    help="a CNN: masking configuration(s), comma-separated or repeated (all, block-input, "
@@ -123,7 +125,20 @@ def cmd_mask_sweep(args):
     if args.layerwise:
         at_least(args.search_timesteps, 1, "--search-timesteps")
         candidates = [check_ratio(p, "--candidates values") for p in parse_floats(args.candidates, "--candidates")]
-    model, (images, labels), (val_x, val_y), dataset = _load(args, extra=n_val)
+    if args.events:  # a folder of recordings: every (ratio, seed) run through the sharded core
+        from .events import event_folder
+        if args.layerwise or wants_policy_sweep(args):
+            raise UsageError("--events sweeps the published masks: drop --layerwise / --policy")
+        if not args.data:
+            raise UsageError("--events needs --data: a folder of event recordings")
+        loaded = override_normalisation(load_model(args.checkpoint), args.mean, args.std)
+        model = loaded.model
+        dataset = event_folder(args, model.config)
+        n = len(dataset) if args.limit is None else min(at_least(args.limit, 1, "--limit"), len(dataset))
+        images, labels = dataset.files[:n], dataset.labels[:n]  # recordings, read by the shards
+        val_x = []
+    else:
+        model, (images, labels), (val_x, val_y), dataset = _load(args, extra=n_val)
     note_compiling()
     T, c = args.timesteps, model.config
     args.mask_sites = args.mask_sites or model.trained_mask_sites
@@ -132,7 +147,9 @@ def cmd_mask_sweep(args):
     if wants_policy_sweep(args):  # one masking policy, --json rows (mst_ref.cli.mask_policy)
         return cmd_policy_sweep(args, model, images, labels, dataset, neuron, ratios)
     evaluate = evaluate_ratios
-    if wants_shards(args):  # the same runs in shards, one backend for all (mst_ref.cli.sharded)
+    if args.events:
+        evaluate = ShardedRatios("mask-sweep", args, loaded, 0)
+    elif wants_shards(args):  # the same runs in shards, one backend for all (mst_ref.cli.sharded)
         loaded = override_normalisation(load_model(args.checkpoint), args.mean, args.std)
         args.data = args.data or str(sample_path())
         evaluate = ShardedRatios("mask-sweep", args, loaded, padding_of(loaded))
@@ -145,7 +162,8 @@ def cmd_mask_sweep(args):
         site_sets = cnn_site_choices(model, args.cnn_sites)
         if args.layerwise:
             raise UsageError("--layerwise searches at the --mask-sites sites; it does not combine with --cnn-sites")
-    macs = energy.snn_macs(c, T)  # analog MACs per image
+    # analog MACs per image (frames: the input layer runs on a new frame every step)
+    macs = energy.snn_macs(c, T, input_passes=T if args.events == "frames" else 1)
     rows = [(f"{p:g}", p, 1 if p == 0 else args.seeds) for p in ratios]
 
     search = None

@@ -128,9 +128,15 @@ class ShardedRatios:
     def __call__(self, model, images, labels, timesteps, mask_ratio, seed, mask_sites, batch_size, neuron_opts):
         n = len(images)
         seed = tuple(int(v) for v in seed) if isinstance(seed, (list, tuple)) else int(seed)
-        spec = make_spec(self.args, self.loaded, self.pad, timesteps=(timesteps,), mask_ratio=mask_ratio,
-                         mask_sites=mask_sites, seed=seed, batch_size=batch_size,
-                         neuron=tuple((neuron_opts or {}).items()), ann=False)
+        if getattr(self.args, "events", None):  # a folder of event recordings (mst_ref.cli.events)
+            from .events import event_spec
+            spec = event_spec(self.args, self.loaded, (timesteps,), mask_ratio, neuron_opts or {}, seed=seed,
+                              ann=False, mask_sites=mask_sites)
+            spec = dist.EvalSpec(**{**spec.__dict__, "batch_size": batch_size})
+        else:
+            spec = make_spec(self.args, self.loaded, self.pad, timesteps=(timesteps,), mask_ratio=mask_ratio,
+                             mask_sites=mask_sites, seed=seed, batch_size=batch_size,
+                             neuron=tuple((neuron_opts or {}).items()), ann=False)
         label = f"{self.command} p={mask_ratio if not isinstance(mask_ratio, dict) else 'map'} seed {seed}"
         if not self._runs:
             print(f"each (ratio, seed) run in shards on {self.backend.name}", file=sys.stderr)
