@@ -218,7 +218,9 @@ print(f"max |rate x lambda - QCFS_L=32(x)| = {err_T:.2e}   (equal up to float ro
 bound = lam0[0] / 16 + lam0[0] / 64  # lambda / (2 * 8) + lambda / (2 * 32)
 print(f"max |rate x lambda - QCFS_L=8(x)|  = {err_8:.4f}   (the ANN's grid is coarser; bound "
       f"lambda/16 + lambda/64 = {bound:.4f})")
-assert np.array_equal(ann_final, ann_logits[:N_DETAIL])
+# the same ANN as section 2, on 4 images instead of 64: BLAS may add the products in another order for
+# another batch size, so the logits agree to float32 rounding, not always bit for bit
+assert np.abs(ann_final - ann_logits[:N_DETAIL]).max() < 1e-4
 assert err_T < 1e-6 and err_8 <= bound + 1e-6
 
 # %% [markdown]
