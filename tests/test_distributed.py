@@ -54,6 +54,23 @@ def run(spec, size, backend, **kw):
 
 # ---------------------------------------------------------------- per-image masks
 @settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32), n=st.integers(1, 5), k=st.integers(1, 3), T=st.integers(1, 3),
+       rest=st.lists(st.integers(1, 4), max_size=2), stream=st.sampled_from(["ann", "snn"]))
+def test_mask_uniforms_are_each_images_own_draws(seed, n, k, T, rest, stream):
+    """Image i's rows are np.random.default_rng(SeedSequence([seed, stream, i, site])).random of its own
+    block, in C order (time first in the SNN): the definition the module states, which the masking
+    table's figures were drawn with."""
+    site, indices = 2, tuple(range(7, 7 + n))
+    lead = () if stream == "ann" else (T,)
+    u = ImageSeeds(seed, indices, stream).streams(site).random(lead + (n * k, *rest))  # (..., n k, ...)
+    ax = len(lead)
+    for b, i in enumerate(indices):
+        g = np.random.default_rng(np.random.SeedSequence([seed, 0 if stream == "ann" else 1, i, site]))
+        own = np.take(u, range(b * k, (b + 1) * k), axis=ax)  # (..., k, ...) image b's rows
+        np.testing.assert_array_equal(own, g.random(lead + (k, *rest)))
+
+
+@settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**32), cuts=st.lists(st.integers(1, 7), min_size=1, max_size=4),
        k=st.integers(1, 3), T=st.integers(1, 3))
 def test_mask_uniforms_do_not_depend_on_the_batch(seed, cuts, k, T):

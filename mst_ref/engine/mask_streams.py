@@ -76,5 +76,13 @@ class ImageStreams:
         if len(shape) <= ax or shape[ax] % B:
             raise ValueError(f"per-image masks: axis {ax} of a site output {shape} must hold the batch's {B} "
                              "images (a multiple of B rows, images outermost)")
-        one = shape[:ax] + (shape[ax] // B,) + shape[ax + 1:]  # (..., k, ...) one image's rows
-        return np.concatenate([g.random(one) for g in self.generators], axis=ax)  # (..., B * k, ...)
+        lead, k, rest = shape[:ax], shape[ax] // B, shape[ax + 1:]
+        out = np.empty(lead + (B, k) + rest)  # (..., B, k, ...) float64
+        # Each generator fills its image's rows in place, one contiguous (k, ...) block per index of
+        # the leading axes, in C order (time first): the same draws as g.random(lead + (k,) + rest)
+        # stacked along the batch axis, without building B arrays and concatenating them (which took
+        # longer than drawing the numbers).
+        for b, g in enumerate(self.generators):
+            for i in np.ndindex(*lead):
+                g.random((k,) + rest, out=out[i + (b,)])
+        return out.reshape(shape)  # (..., B * k, ...)
