@@ -60,6 +60,15 @@ def test_site_scan_kernel_equals_reference(T, R, C, static, opts, gain, dtype, s
     for got, want in zip(*results):
         np.testing.assert_array_equal(got, want)
         assert got.dtype == want.dtype
+    # the fast path hands the kernel its keep decisions as bytes, [u > p] against 0.5: the same run
+    v = v0.copy()
+    pre = np.zeros((T, R, C), dtype) if "pre" in opts else _none(3, dtype)
+    post = post0.copy() if "post" in opts else _none(3, dtype)
+    out = np.zeros((T, R, C), dtype) if "out" in opts else _none(3, dtype)
+    keep = np.greater(u, 0.4).view(np.uint8) if "mask" in opts else _none(3, np.uint8)
+    counts, fired = kernels.site_scan(x, T, add, rows, bias, scale, shift, lam, gain, v, keep, 0.5, pre, post, out)
+    for got, want in zip((counts, fired, v, pre, post, out), results[0]):
+        np.testing.assert_array_equal(got, want)
     counts, fired = results[0][:2]
     # RSM or a silenced site (gain 0) only removes spikes; unmasked, the two counts agree
     assert (counts <= fired).all()
@@ -158,6 +167,14 @@ def test_window_attention_kernel_equals_reference(T, B, ws, side, heads, hd, shi
     # a case where nothing spikes (possible for one token and one channel) compares only zeros: skip it
     assume(got[0][:4].sum() > 0)
     for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    # the fast path hands the kernel its keep decisions as bytes, [u > p] against 0.5: the same run
+    fixed, uniforms, fresh = case
+    p = fixed[9]
+    keep = [np.greater(u, p[k]).view(np.uint8) if u.size else _none(u.ndim, np.uint8) for k, u in enumerate(uniforms)]
+    as_bytes = _run_attention(kernels.window_attention_scan, (*fixed[:9], np.where(p > 0, 0.5, 0.0), *fixed[10:]),
+                              keep, fresh)
+    for g, w in zip(as_bytes, got):
         np.testing.assert_array_equal(g, w)
     counts, fired = got[0], got[-1]
     assert (counts <= fired).all()  # RSM only removes spikes

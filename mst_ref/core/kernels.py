@@ -209,8 +209,10 @@ def site_scan(x, T, add, add_rows, bias, scale, shift, lam, gain, v, u, p, pre, 
         Output of a kept spike is ``lam * gain`` (1; 1 / (1 - p) for rescaled RSM; 0 when p = 1).
     v : (R, C) ndarray
         Membrane potentials, updated in place.
-    u : (T, R, C) float64 ndarray or empty
-        RSM uniforms (drawn by the caller in time order); a spike is kept where ``u > p``.
+    u : (T, R, C) float64 or uint8 ndarray, or empty
+        RSM uniforms (drawn by the caller in time order); a spike is kept where ``u > p``. The fast path
+        passes the decisions ``[u > p]`` as bytes with p = 0.5 (the same spikes kept, an eighth of the
+        memory to read).
     p : float
         RSM ratio.
     pre : (T, R, C) ndarray or empty
@@ -343,7 +345,8 @@ def window_attention_scan(qkv, qkv_bias, batch, grid, ws, shift, heads, lam, gai
         Membranes of q_if, k_if, v_if ((B, nW, nH, N, hd)), attn_if ((B, nW, nH, N, N)) and attn_v_if
         ((B, nW, N, C)), updated in place.
     uq, uk, uv : (T*B*nW*nH*N, hd) float64 or empty; ua : (T*B*nW*nH*N, N); uo : (T*B*nW*N, nH, hd)
-        RSM uniforms of the five sites, ``(T, ...)`` with the membranes' shapes.
+        RSM uniforms of the five sites, ``(T, ...)`` with the membranes' shapes, all of one dtype: float64
+        uniforms, or (as the fast path passes them) uint8 decisions ``[u > p]`` with p = 0.5.
     rq, rk, rv, ra : like uq, uk, uv, ua, of qkv's dtype, or empty
         Receive the (masked) outputs of q_if, k_if, v_if, attn_if when recorded.
     out : (T*B*nW*N, nH, hd) ndarray
