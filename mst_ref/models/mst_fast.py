@@ -183,6 +183,11 @@ def _membrane(mode, name, shape, lam):
     return v
 
 
+# the dtype of the RSM decisions the fused kernels read (an absent site's empty array must match the
+# others: one kernel call takes all five attention sites' decisions as one tuple)
+MASK_DTYPE = np.uint8
+
+
 def _mask(mode, name, shape):
     """RSM of site ``name`` for this call: (uniforms or None, p, gain), drawn as :func:`masking.rsm` draws.
 
@@ -251,7 +256,7 @@ def _site(mode, name, x, threshold, shape, *, add=None, add_rows=None, bias=None
     counts, fired = kernels.site_scan(
         x, T, _empty(3, dt) if add is None else add, _empty(1, np.int64) if add_rows is None else add_rows,
         _empty(1, dt) if bias is None else bias, scale, shift, float(lam), gain, v,
-        _empty(3, np.uint8) if u is None else u.reshape(T, R, C), p, y_pre,
+        _empty(3, MASK_DTYPE) if u is None else u.reshape(T, R, C), p, y_pre,
         _empty(3, dt) if post is None else post, y_out)
     _count_fired(mode, name, fired)
     mode.observe(name, shape, counts, y_out.reshape(T, *shape) if keep else None)
@@ -281,7 +286,7 @@ def _attention(mode, s, prefix, g, stage, shift, batch):
     masks = [_mask(mode, n, (T, *shp)) for n, shp in zip(names, shapes)]
     gain = np.array([m[2] for m in masks], dtype=dt)  # (5,)
     p = np.array([m[1] for m in masks], dtype=np.float64)  # (5,)
-    uniforms = [_empty(len(f), np.uint8) if m[0] is None else m[0].reshape(f) for m, f in zip(masks, flat)]
+    uniforms = [_empty(len(f), MASK_DTYPE) if m[0] is None else m[0].reshape(f) for m, f in zip(masks, flat)]
     records = [np.empty((T, *shp), dt) if mode.wants(n) else None
                for n, shp in zip(names[:4], shapes[:4])]
     # (qs @ ks^T) * hd^-1/2 for c coincident spikes: c * (lambda_q g_q) (lambda_k g_k), then the scale
