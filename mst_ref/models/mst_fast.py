@@ -189,10 +189,12 @@ MASK_DTYPE = np.uint8
 
 
 def _mask(mode, name, shape):
-    """RSM of site ``name`` for this call: (uniforms or None, p, gain), drawn as :func:`masking.rsm` draws.
+    """RSM of site ``name`` for this call: (decisions or None, threshold, gain) for the fused kernels.
 
-    ``shape`` is the whole call's output shape ``(T, ...)``; p = 0 draws nothing (gain 1), p = 1 draws
-    nothing and silences the site (gain 0).
+    The uniforms are drawn as :func:`masking.rsm` draws them; the kernels receive the decisions, a
+    ``(T, ...)`` uint8 array of 1 (keep) / 0 (drop), with the threshold 0.5 (a spike is kept where the
+    decision exceeds it). ``shape`` is the whole call's output shape ``(T, ...)``; p = 0 draws nothing
+    (None, 0, gain 1), p = 1 draws nothing and silences the site (None, 1, gain 0).
     """
     masker = mode.masker
     p = masker.ratios.get(name, 0.0)
