@@ -235,9 +235,10 @@ class SpikeMasker:
             self.steps[name] = t0 + s.shape[0]
         return self.policy.factor(s, u, p, t0, spiking, self.channel_first, memory)
 
-    def fused_uniforms(self, name, u):
-        """For fused kernels that keep a spike where ``u > p``: this call's keep mask as 1.0 / 0.0 uniforms
-        (to be used with p = 0.5), from the uniforms ``u (T, ...)`` drawn as :func:`rsm` draws them.
+    def fused_decisions(self, name, u):
+        """For fused kernels that keep a spike where ``u > p``: this call's keep mask as uint8 decisions,
+        1 keep / 0 drop (to be used with p = 0.5), from the uniforms ``u (T, ...)`` drawn as :func:`rsm`
+        draws them.
 
         Not for a stateful policy (regular: the kernels would have to count each neuron's spikes).
         """
@@ -247,4 +248,4 @@ class SpikeMasker:
         t0 = self.steps.get(name, 0)
         self.steps[name] = t0 + u.shape[0]
         keep = self.policy.factor(u, u, self.ratios[name], t0, True, self.channel_first, {})
-        return np.broadcast_to(keep, u.shape).astype(np.float64)  # (T, ...) 1.0 keep / 0.0 drop
+        return np.broadcast_to(keep, u.shape).astype(np.uint8)  # (T, ...) 1 keep / 0 drop

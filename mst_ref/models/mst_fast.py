@@ -183,8 +183,8 @@ def _membrane(mode, name, shape, lam):
     return v
 
 
-# the dtype of the RSM decisions the fused kernels read (an absent site's empty array must match the
-# others: one kernel call takes all five attention sites' decisions as one tuple)
+# the dtype of the RSM decisions the fused kernels read, one byte (an absent site's empty array must
+# match the others: one kernel call takes all five attention sites' decisions as one tuple)
 MASK_DTYPE = np.uint8
 
 
@@ -206,10 +206,10 @@ def _mask(mode, name, shape):
     gain = 1.0 / (1.0 - p) if masker.rescale else 1.0
     if not masker.policy.published:
         # another policy: its keep mask, computed from these uniforms, as 1 / 0 against 0.5
-        return masker.fused_uniforms(name, u).astype(np.uint8), 0.5, gain
+        return masker.fused_decisions(name, u), 0.5, gain
     # the kernels keep a spike where u > p; they read that decision as one byte (1 keep, 0 drop)
     # against 0.5 instead of the eight-byte uniform: the same spikes kept, an eighth of the memory read
-    return np.greater(u, p).view(np.uint8), 0.5, gain
+    return np.greater(u, p).view(MASK_DTYPE), 0.5, gain
 
 
 def _count_fired(mode, name, fired):
