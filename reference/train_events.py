@@ -14,7 +14,9 @@ sees the mean of ``--bins`` frames.
 
 Recipe: the shipped Fashion-MNIST recipe (reference/train_fashion.py) with a smaller model by default
 (patch 4: 7 x 7 tokens, one stage of 4 blocks, embed 48, 3 heads, window 7), augmentation by random crop (pad 2) only -- a horizontal flip would also
-mirror the saccade's direction. ``--init CHECKPOINT`` fine-tunes a trained model (e.g. on more recordings).
+mirror the saccade's direction. ``--init CHECKPOINT`` starts from a trained model's weights wherever names and shapes match: from
+the static-image MST (data/mst_fashion.pth with the same patch size, depths and heads) every tensor
+but the 18-channel patch embedding.
 Resumable: ``state.pt`` after every epoch; rerun with the same --out.
 """
 from __future__ import annotations
@@ -102,7 +104,7 @@ def main(argv=None):
     ap.add_argument("--train-limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--init", default=None, help="start from this checkpoint.pth's weights (same architecture)")
+    ap.add_argument("--init", default=None, help="start from this checkpoint.pth's weights where names and shapes match")
     args = ap.parse_args(argv)
     t_start = time.time()
     torch.set_num_threads(args.threads)
@@ -135,8 +137,14 @@ def main(argv=None):
         epoch, total, max_acc, log = st["epoch"], st["total_epochs"], st["max_accuracy"], st["log"]
         print(f"resumed at epoch {epoch} of {total}", flush=True)
     elif args.init:
-        model.load_state_dict(torch.load(args.init, weights_only=True)["model"])
-        print(f"initialised from {args.init}", flush=True)
+        # every tensor whose name and shape match (a static-image MST gives all but the 18-channel
+        # patch embedding, which then starts from its random initialisation)
+        src, own = torch.load(args.init, weights_only=True)["model"], model.state_dict()
+        keep = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(keep, strict=False)
+        skipped = sorted(set(own) - set(keep))
+        print(f"initialised from {args.init}: {len(keep)} tensors, kept the new initialisation of "
+              f"{skipped if skipped else 'none'}", flush=True)
     gen = torch.Generator()
     gen.manual_seed(args.seed + epoch)
 
