@@ -41,6 +41,19 @@ def test_make_saccades_writes_the_simulated_recordings(saccade_dir, capsys):
     assert "(0 events newly written)" in capsys.readouterr().out  # a rerun resumes: nothing to redo
 
 
+def test_make_saccades_in_processes_writes_the_same_files(saccade_dir, tmp_path, monkeypatch):
+    import mst_ref.cli.events as events_cli
+
+    root, _ = saccade_dir
+    monkeypatch.setattr(events_cli, "_BLOCK", 3)  # 4 recordings per split: blocks of 3 and 1
+    assert main(["events", "make-saccades", "--data", str(root / "idx"), "--out", str(tmp_path),
+                 "--workers", "2"]) == 0
+    one = sorted(p.relative_to(root / "out") for p in (root / "out").rglob("*.bin"))
+    two = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.bin"))
+    assert one == two and len(one) == 8
+    assert all((root / "out" / p).read_bytes() == (tmp_path / p).read_bytes() for p in one)
+
+
 def test_inspect_reports_and_draws(saccade_dir, capsys):
     root, sample = saccade_dir
     f = root / "out" / "test" / str(sample.labels[0]) / "00000.bin"

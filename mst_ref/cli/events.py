@@ -3,12 +3,14 @@
 ::
 
     mst-ref events make-saccades --data /usr/share/datasets/fashion-mnist --out DIR [--limit N]
-                                 [--test-limit N] [--seed S] [--noise-hz F]
+                                 [--test-limit N] [--seed S] [--noise-hz F] [--workers N]
     mst-ref events inspect FILE [--png OUT] [--frames 8] [--format F]
     mst-ref eval CHECKPOINT --data DIR --events voxel|frames [--bins 9] ...
 
 ``make-saccades`` simulates the N-MNIST recording (:mod:`mst_ref.io.saccades`) over an IDX dataset and
-writes ``DIR/{train,test}/<label>/<index>.bin``; rerun with the same arguments, it resumes. ``inspect``
+writes ``DIR/{train,test}/<label>/<index>.bin``; rerun with the same arguments, it resumes; ``--workers N``
+simulates blocks of recordings in N processes (each recording draws from its own generator, so the files
+are the same bytes whatever N is). ``inspect``
 prints what a recording holds and draws its frames over time (ON events red, OFF blue). ``eval``,
 ``energy``, ``mask-sweep`` and ``rsm-table`` with ``--events voxel|frames`` read such a folder (any format
 :func:`mst_ref.io.events.read_events` knows) and code each recording for the model
@@ -58,6 +60,7 @@ def cmd_make_saccades(args):
     from ..io.saccades import SaccadeConfig, write_saccade_dataset
     from ..io.data import load_dataset
 
+    at_least(args.workers, 1, "--workers")
     out = check_output_dir(args.out, "--out")
     cfg = SaccadeConfig(noise_hz=args.noise_hz)
     print(f"make-saccades: {args.data} -> {out}; sensor {cfg.sensor} x {cfg.sensor}, 3 saccades of "
@@ -69,13 +72,42 @@ def cmd_make_saccades(args):
             raise UsageError(f"{args.data}: make-saccades takes grey images; got {ds.images.shape[-1]} channels")
         n = len(ds) if limit is None else min(limit, len(ds))
         bar = Progress(f"{split:5s}", n, "recordings")
-        total = write_saccade_dataset(ds.images[:n, ..., 0], ds.labels[:n], out, split, cfg, args.seed,
-                                      progress=bar.update)
+        if args.workers == 1:
+            total = write_saccade_dataset(ds.images[:n, ..., 0], ds.labels[:n], out, split, cfg, args.seed,
+                                          progress=bar.update)
+        else:
+            total = _write_in_processes(ds.images[:n, ..., 0], ds.labels[:n], out, split, cfg, args.seed,
+                                        args.workers, bar.update)
         bar.close()
         print(f"{split}: {n} recordings in {out / split} ({total:,} events newly written)")
     (out / "saccades.json").write_text(json.dumps({"source": str(args.data), "seed": args.seed,
                                                    "config": cfg.__dict__}, indent=1, default=list) + "\n")
     return 0
+
+
+_BLOCK = 1024  # recordings per task of a --workers run: a progress step every second or so per process
+
+
+def _write_block(images, labels, out, split, cfg, seed, start):
+    from ..io.saccades import write_saccade_dataset
+    return write_saccade_dataset(images, labels, out, split, cfg, seed, start=start)
+
+
+def _write_in_processes(images, labels, out, split, cfg, seed, workers, progress):
+    """``write_saccade_dataset`` over blocks of ``_BLOCK`` recordings in ``workers`` processes; returns the
+    events written. The file of recording i depends only on (seed, split, i), so the blocks' order and
+    the number of processes change nothing on disk."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    done, total = 0, 0
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(_write_block, images[a:a + _BLOCK], labels[a:a + _BLOCK], out, split, cfg, seed,
+                               a): min(_BLOCK, len(images) - a) for a in range(0, len(images), _BLOCK)}
+        for f in as_completed(futures):
+            total += f.result()
+            done += futures[f]
+            progress(done)
+    return total
 
 
 # ---------------------------------------------------------------- inspect
@@ -126,6 +158,8 @@ def add_parsers(sub):
     p.add_argument("--test-limit", type=int, default=None, help="only the first N test images")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-pixel thresholds and noise")
     p.add_argument("--noise-hz", type=float, default=0.0, help="shot-noise events per pixel per second")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="simulate in N processes (default 1); the files are the same whatever N")
     p.set_defaults(func=cmd_make_saccades)
     p = esub.add_parser("inspect", help="format, sensor, duration, events per polarity; PNG of frames")
     p.add_argument("file", help="an event recording (.bin, .aedat, .dat, .npy, .npz)")
